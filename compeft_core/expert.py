@@ -1,0 +1,161 @@
+"""`CompressedExpert`: a ComPEFT-compressed set of tensors, as held in memory.
+
+An expert keeps, per scope segment (one per tensor, or one for all tensors), the standard deviation
+sigma of the original values and a default alpha; a kept entry decodes to alpha * sigma * sign(x)
+and every other entry to 0. Alpha can be changed at decode time without touching the coded data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from math import prod
+from typing import Any
+
+import numpy as np
+import torch
+
+from compeft_core.errors import BlobFormatError, CompressionInputError
+from compeft_core.rans import RansDecodeError, decode_bytes
+from compeft_core.ternary import kept_per_range, unpack_ranges
+
+SCOPES = ("tensor", "global")
+_NUMPY_BITS = {torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64}
+
+# Output dtypes and the unsigned integer type of the same width that the kernel writes.
+_BIT_VIEWS: dict[torch.dtype, torch.dtype] = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedExpert:
+    """Tensors compressed with ComPEFT; see docs/blob-format.md for the serialized form."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    scope: str
+    density: float
+    sigma: np.ndarray
+    alpha: np.ndarray
+    mask_words: np.ndarray
+    mask_streams: tuple[int, ...]
+    signs: np.ndarray
+    kept: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_params(self) -> int:
+        """Number of entries over all tensors (dense size)."""
+        return sum(prod(shape) for shape in self.shapes)
+
+    @cached_property
+    def _blob(self) -> bytes:
+        from compeft_core.codec import encode_blob
+
+        return encode_blob(self)
+
+    def to_bytes(self) -> bytes:
+        """The blob: a safetensors file carrying the coded streams (see docs/blob-format.md)."""
+        return self._blob
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CompressedExpert:
+        """Parse a blob; raises BlobFormatError for anything truncated, corrupted or unsupported."""
+        from compeft_core.codec import decode_blob
+
+        return decode_blob(data)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the serialized blob in bytes, headers included."""
+        return len(self._blob)
+
+    @property
+    def bits_per_param(self) -> float:
+        """Blob bits per dense parameter."""
+        return 8 * self.nbytes / max(self.num_params, 1)
+
+    @property
+    def sigmas(self) -> dict[str, float]:
+        """Sigma that applies to each tensor (the same value for all under global scope)."""
+        return {name: float(self.sigma[self._segment(i)]) for i, name in enumerate(self.names)}
+
+    @property
+    def default_alphas(self) -> dict[str, float]:
+        """Default alpha that applies to each tensor."""
+        return {name: float(self.alpha[self._segment(i)]) for i, name in enumerate(self.names)}
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """A JSON-friendly summary: what the registry records about a blob."""
+        return {
+            "scope": self.scope,
+            "density": self.density,
+            "num_params": self.num_params,
+            "kept": self.kept,
+            "num_tensors": len(self.names),
+            "sigma": {"min": float(self.sigma.min()), "mean": float(self.sigma.mean()),
+                      "max": float(self.sigma.max())},
+            "alpha": {"min": float(self.alpha.min()), "mean": float(self.alpha.mean()),
+                      "max": float(self.alpha.max())},
+            "nbytes": self.nbytes,
+            "bits_per_param": self.bits_per_param,
+            "extra": dict(self.extra),
+        }
+
+    def _segment(self, tensor_index: int) -> int:
+        return tensor_index if self.scope == "tensor" else 0
+
+    def decompress(
+        self, alpha: float | None = None, dtype: torch.dtype = torch.float16
+    ) -> dict[str, torch.Tensor]:
+        """Dense tensors: alpha * sigma * sign on kept entries, 0 elsewhere.
+
+        `alpha=None` uses each segment's stored default alpha; a number overrides it everywhere.
+        The returned tensors are disjoint views of one buffer; safetensors saves them as they are.
+        """
+        if dtype not in _BIT_VIEWS:
+            raise CompressionInputError(
+                f"cannot decompress to {dtype}; choose one of {', '.join(map(str, _BIT_VIEWS))}"
+            )
+        if alpha is not None and not np.isfinite(alpha):
+            raise CompressionInputError(f"alpha must be a finite number, got {alpha}")
+        mask = self._decoded_mask()
+        alphas = self.alpha.astype(np.float64) if alpha is None else np.full(len(self.alpha), alpha)
+        scales = torch.tensor(alphas * self.sigma.astype(np.float64), dtype=dtype)
+        view = _BIT_VIEWS[dtype]
+        positive, negative = scales.view(view).tolist(), (-scales).view(view).tolist()
+        sizes = np.array([prod(shape) for shape in self.shapes], dtype=np.int64)
+        ends = np.cumsum(sizes)
+        starts = ends - sizes
+        counts = kept_per_range(mask, starts, ends)
+        if counts.sum() != self.kept:
+            raise BlobFormatError(
+                f"the mask marks {counts.sum()} kept entries but the blob carries {self.kept} signs"
+            )
+        first_signs = np.cumsum(counts) - counts
+        # One zeroed numpy buffer (calloc: no pass over memory, no torch thread pool); the
+        # returned tensors are disjoint views of it, which safetensors saves as separate tensors.
+        flat = np.zeros(int(ends[-1]), dtype=_NUMPY_BITS[view])
+        segments = [self._segment(i) for i in range(len(self.names))]
+        unpack_ranges(mask, starts, ends, self.signs, first_signs,
+                      np.array([positive[s] for s in segments], dtype=flat.dtype),
+                      np.array([negative[s] for s in segments], dtype=flat.dtype), flat)
+        chunks = torch.split(torch.from_numpy(flat).view(dtype), sizes.tolist())
+        return {name: chunk.view(shape)
+                for name, chunk, shape in zip(self.names, chunks, self.shapes, strict=True)}
+
+    def _decoded_mask(self) -> np.ndarray:
+        n = self.num_params
+        try:
+            mask = decode_bytes(self.mask_words, list(self.mask_streams), (n + 7) // 8, self.kept, n)
+        except RansDecodeError as exc:
+            raise BlobFormatError(f"corrupted blob: {exc}") from exc
+        if n % 8 and mask[-1] >> (n % 8):
+            raise BlobFormatError("corrupted blob: the mask marks positions past the last tensor")
+        return mask

@@ -1,0 +1,75 @@
+"""The FastAPI application factory: one call wires settings, database, blob store, search, routes.
+
+`create_app` checks the schema before returning, so a server never starts on a database it does
+not understand; the embedded default (SQLite in the data directory) upgrades itself instead.
+The search index is built from SQL when the app starts serving (its lifespan), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from registry.database import create_db_engine, create_session_factory
+from registry.events import RegistryListener
+from registry.http_errors import install_error_handlers
+from registry.rate_limits import WriteRateLimiter
+from registry.routes import api_router
+from registry.schema import prepare_schema
+from registry.search import ExpertSearch
+from registry.settings import Settings
+from registry.web import mount_web_ui
+from retrieval import IndexConfig, TaskEmbedder
+from storage import open_blob_store
+
+
+def create_app(
+    settings: Settings | None = None, *, listeners: Sequence[RegistryListener] = ()
+) -> FastAPI:
+    """A ready app; raises SchemaOutOfDateError (with the command to run) or a settings error.
+
+    `listeners` are told about every committed revision and deleted expert (search indexing).
+    """
+    settings = settings or Settings()
+    engine = create_db_engine(settings.sqlalchemy_url)
+    try:
+        prepare_schema(engine, auto_upgrade=bool(settings.auto_upgrade))
+        blob_store = open_blob_store(settings.storage_url)
+    except BaseException:
+        engine.dispose()
+        raise
+
+    session_factory = create_session_factory(engine)
+    search = ExpertSearch(
+        session_factory,
+        TaskEmbedder(),
+        IndexConfig(ann_threshold=settings.search_ann_threshold),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(search.rebuild)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="compeft-hub",
+        version=version("compeft-hub"),
+        summary="A registry of ComPEFT-compressed PEFT adapters.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.blob_store = blob_store
+    app.state.search = search
+    app.state.listeners = tuple(listeners)
+    app.state.write_limiter = WriteRateLimiter(settings.writes_per_minute, settings.write_burst)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    mount_web_ui(app)
+    return app

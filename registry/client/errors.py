@@ -1,0 +1,85 @@
+"""What the client raises: one class per failure family, each carrying the server's `detail`.
+
+The families mirror the server's statuses (registry/http_errors.py), so `except NotFoundError`
+means the same thing on both sides. Client-side checks that stop a request the server would refuse
+(a bad expert id, invalid metadata) raise the family the server would have answered with.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+
+class HubError(Exception):
+    """Base class. `status_code` and `detail` are set when the server answered."""
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class BadRequestError(HubError):
+    """The request is malformed or breaks a rule (400, 413, 416, 422): fix it, do not retry."""
+
+
+class AuthError(HubError):
+    """No token, or one the hub does not know (401)."""
+
+
+class ForbiddenError(AuthError):
+    """A known token that may not do this: read-only, or another user's namespace (403)."""
+
+
+class NotFoundError(HubError):
+    """No such expert or revision, or it was deleted (404)."""
+
+
+class ConflictError(HubError):
+    """The upload raced another one and lost (409); upload again on the new parent."""
+
+
+class ServerUnavailableError(HubError):
+    """The hub could not be reached or answered 5xx, even after the configured retries."""
+
+
+class ChecksumMismatchError(HubError):
+    """A downloaded blob's sha256 is not the one the hub announced, twice in a row."""
+
+
+class NotCachedError(HubError):
+    """Offline mode, and the revision or its blob is not in the local cache."""
+
+
+_FAMILY_BY_STATUS: dict[int, type[HubError]] = {
+    400: BadRequestError,
+    401: AuthError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: BadRequestError,
+    416: BadRequestError,
+    422: BadRequestError,
+}
+
+
+def server_detail(response: httpx.Response) -> str:
+    """The `detail` of a JSON error body, else the start of the body (proxies answer HTML)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return body["detail"]
+    return str(body)[:300]
+
+
+def error_for_response(response: httpx.Response) -> HubError:
+    """The exception for an error answer; a status we do not know is a plain HubError."""
+    status = response.status_code
+    family = _FAMILY_BY_STATUS.get(status, ServerUnavailableError if status >= 500 else HubError)
+    detail = server_detail(response)
+    request = response.request
+    return family(f"{request.method} {request.url} -> {status}: {detail}", status_code=status,
+                  detail=detail)

@@ -1,0 +1,260 @@
+"""`HubClient`: upload, find, download and decompress experts of a compeft-hub registry.
+
+Answers are parsed into the server's own pydantic models (registry/schemas.py), so client and
+server cannot disagree silently about a field. Downloads go through the verified cache
+(cache.py, transfer.py); a revision is always resolved to its number and blob sha256 first, so the
+bytes fetched are those of one immutable revision even while `latest` moves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+import torch
+from pydantic import BaseModel, ValidationError
+from tqdm.auto import tqdm
+
+from compeft_core import AdapterFormatError, CompressedExpert
+from compeft_core.export import export_adapter
+from compeft_core.peft_io import CONFIG_NAME, PICKLE_NAME, PICKLE_REFUSED, WEIGHTS_NAME
+from compeft_core.task_vectors import adapter_from_task_vector
+from registry.client.cache import BlobCache
+from registry.client.errors import BadRequestError, HubError, NotCachedError
+from registry.client.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HubHttp, RetryPolicy
+from registry.client.refs import ExpertRef
+from registry.client.settings import ClientSettings
+from registry.client.transfer import download_blob
+from registry.errors import describe_validation_errors
+from registry.schemas import (
+    ExpertPage,
+    RevisionCreated,
+    RevisionDetail,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    UploadMetadata,
+)
+from registry.upload_parts import CONFIG_PART, METADATA_PART, WEIGHTS_PART
+
+API = "/api/v1"
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _parsed(model: type[Model], response: httpx.Response) -> Model:
+    """The answer as `model`; a HubError if the server speaks another version of the API."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise HubError(f"{response.request.url}: unexpected answer from the hub (another API "
+                       f"version?): {describe_validation_errors(exc.errors(), what='answer')}"
+                       ) from exc
+
+
+def _request_body(model: type[Model], what: str, **fields: Any) -> Model:
+    """`model(**fields)`, or the BadRequestError the server would answer, raised before sending."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise BadRequestError(describe_validation_errors(exc.errors(), what=what)) from exc
+
+
+def _expert_path(ref: ExpertRef) -> str:
+    return f"{API}/experts/{ref.owner}/{ref.name}"
+
+
+def _revision_path(ref: ExpertRef) -> str:
+    return f"{_expert_path(ref)}/revisions/{ref.revision}"
+
+
+class HubClient:
+    """A connection to one hub and one local cache. Use it as a context manager, or `close()`.
+
+    Every argument left as None comes from the environment (settings.py): COMPEFT_HUB_ENDPOINT,
+    COMPEFT_HUB_TOKEN, COMPEFT_HUB_CACHE (default ~/.cache/compeft-hub), COMPEFT_HUB_OFFLINE.
+    Progress bars show on a terminal unless COMPEFT_HUB_DISABLE_PROGRESS_BARS=1; `tqdm_class`
+    swaps the bar (e.g. a notebook or logging one). Experts are named `owner/name[@revision]`,
+    the revision a number or `latest` (the default).
+    """
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None,
+        cache_dir: str | Path | None = None, *, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY, progress: bool | None = None,
+        tqdm_class: type[tqdm] = tqdm, offline: bool | None = None,
+    ) -> None:
+        settings = ClientSettings()
+        self.endpoint = url or settings.endpoint
+        self.cache = BlobCache(Path(cache_dir) if cache_dir is not None else settings.cache)
+        self.offline = settings.offline if offline is None else offline
+        self.progress = (not settings.disable_progress_bars and sys.stderr.isatty()
+                         if progress is None else progress)
+        self.tqdm_class = tqdm_class
+        self._http = HubHttp(self.endpoint, token=token or settings.token, timeout=timeout,
+                             retry=retry)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def upload(
+        self, folder: str | Path, expert: str, *, description: str,
+        samples: Iterable[str] = (), tags: Iterable[str] = (), density: float | None = None,
+        scope: str | None = None, alpha: float | None = None, parent_revision: int | None = None,
+    ) -> RevisionCreated:
+        """Upload a PEFT folder (adapter_config.json + adapter_model.safetensors) as the next
+        revision of `owner/name`; the hub compresses it. Creates the expert on first upload.
+
+        The metadata is checked here first, so a typo fails before any byte is sent. Only a failed
+        connect or 502/503/504 is retried: anything else may have created the revision already.
+        `parent_revision` makes the upload fail with ConflictError unless it is the expert's
+        latest revision (0: the expert must not exist yet).
+        """
+        if "@" in expert:
+            raise BadRequestError(f"upload to {expert!r}: give owner/name; the hub numbers "
+                                  "revisions itself")
+        ref = ExpertRef.parse(expert)
+        folder = Path(folder)
+        config, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not weights.is_file() and (folder / PICKLE_NAME).is_file():
+            raise AdapterFormatError(PICKLE_REFUSED)
+        for path in (config, weights):
+            if not path.is_file():
+                raise AdapterFormatError(f"{folder} is not a PEFT adapter folder: no {path.name}")
+        metadata = _request_body(
+            UploadMetadata, "metadata", task_description=description, sample_inputs=list(samples),
+            tags=list(tags), density=density, scope=scope, alpha=alpha,
+            parent_revision=parent_revision)
+
+        def send() -> httpx.Response:
+            with config.open("rb") as config_file, weights.open("rb") as weights_file:
+                return self._http.client.post(
+                    f"{_expert_path(ref)}/revisions",
+                    files={CONFIG_PART: (CONFIG_NAME, config_file, "application/json"),
+                           WEIGHTS_PART: (WEIGHTS_NAME, weights_file, "application/octet-stream")},
+                    data={METADATA_PART: metadata.model_dump_json(exclude_none=True)},
+                )
+
+        return _parsed(RevisionCreated, self._http.call(send, idempotent=False))
+
+    def delete(self, expert: str) -> None:
+        """Soft-delete `owner/name` with all its revisions (owner only); the name is free again."""
+        if "@" in expert:
+            raise BadRequestError(f"{expert!r}: delete removes the whole expert; give owner/name")
+        self._http.request("DELETE", _expert_path(ExpertRef.parse(expert)))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def list_experts(
+        self, *, owner: str | None = None, base_model: str | None = None,
+        peft_type: str | None = None, tag: str | None = None, limit: int = 20, offset: int = 0,
+    ) -> ExpertPage:
+        """One page of live experts, oldest first; filters apply to each latest revision."""
+        filters: dict[str, Any] = {"owner": owner, "base_model": base_model,
+                                   "peft_type": peft_type, "tag": tag}
+        params = {key: value for key, value in filters.items() if value is not None}
+        response = self._http.request("GET", f"{API}/experts",
+                                      params={**params, "limit": limit, "offset": offset})
+        return _parsed(ExpertPage, response)
+
+    def search(
+        self, query: str | None = None, examples: Iterable[str] = (), *, base_model: str,
+        k: int = 10, peft_type: str | None = None, tags: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+    ) -> list[SearchResult]:
+        """The k experts of `base_model` whose task is closest to `query` and/or `examples`
+        (inputs of the task), best first, each with its latest revision.
+
+        NotFoundError when no expert has that base model. The request is checked here first,
+        so an empty query or too many examples fail before anything is sent.
+        """
+        request = _request_body(SearchRequest, "search", query=query, examples=list(examples),
+                                base_model=base_model, k=k, peft_type=peft_type, tags=list(tags),
+                                exclude=list(exclude))
+        response = self._http.request("POST", f"{API}/search",
+                                      json=request.model_dump(mode="json", exclude_none=True))
+        return _parsed(SearchResponse, response).results
+
+    def info(self, expert: str) -> RevisionDetail:
+        """Everything the hub records about a revision, adapter config and blob sha256 included.
+
+        Offline, the answer is the one cached when the reference was last resolved online.
+        """
+        return self._resolve(ExpertRef.parse(expert))
+
+    def _resolve(self, ref: ExpertRef) -> RevisionDetail:
+        if self.offline:
+            cached = self.cache.read_ref(ref)
+            if cached is None:
+                raise NotCachedError(f"{ref} is not in the cache at {self.cache.root}; resolve it "
+                                     "once online (COMPEFT_HUB_OFFLINE unset)")
+            return cached
+        revision = _parsed(RevisionDetail, self._http.request("GET", _revision_path(ref)))
+        self.cache.write_ref(ref, revision)
+        return revision
+
+    # --- blobs --------------------------------------------------------------------------------
+
+    def pull(self, expert: str) -> Path:
+        """The local path of the revision's blob, verified; downloaded only when not cached."""
+        ref = ExpertRef.parse(expert)
+        return self._blob_file(ref, self._resolve(ref))
+
+    def _blob_file(self, ref: ExpertRef, revision: RevisionDetail) -> Path:
+        cached = self.cache.verified_blob(revision.blob_sha256)
+        if cached is not None:
+            return cached
+        if self.offline:
+            raise NotCachedError(f"the blob of {ref} is not in the cache at {self.cache.root}")
+        pinned = ref.at(revision.revision)
+        with self.tqdm_class(total=revision.blob_bytes, unit="B", unit_scale=True,
+                             unit_divisor=1024, desc=str(pinned), disable=not self.progress
+                             ) as progress:
+            return download_blob(self._http, self.cache, f"{_revision_path(pinned)}/blob",
+                                 sha256=revision.blob_sha256, size=revision.blob_bytes,
+                                 progress=progress)
+
+    def fetch(self, expert: str) -> tuple[RevisionDetail, CompressedExpert]:
+        """A revision and its compressed expert, resolved once (so `latest` cannot move between
+        the two); the bytes parsed are bytes whose sha256 matched."""
+        ref = ExpertRef.parse(expert)
+        revision = self._resolve(ref)
+        data = self.cache.read_verified(revision.blob_sha256)
+        if data is None:
+            data = self._blob_file(ref, revision).read_bytes()  # verified while downloading
+        return revision, CompressedExpert.from_bytes(data)
+
+    def load_expert(self, expert: str) -> CompressedExpert:
+        """The compressed expert, to decompress later with any alpha and dtype."""
+        return self.fetch(expert)[1]
+
+    def load(self, expert: str, alpha: float | None = None,
+             dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The decompressed adapter state dict, keys as peft saves them.
+
+        A tensor decodes to alpha * sigma * sign on its kept entries; `alpha=None` uses the
+        default alpha stored per tensor at upload.
+        """
+        revision, compressed = self.fetch(expert)
+        return adapter_from_task_vector(revision.peft_type,
+                                        compressed.decompress(alpha=alpha, dtype=dtype))
+
+    def export_peft(self, expert: str, path: str | Path, alpha: float | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
+        """Write the decompressed adapter as a folder `peft.PeftModel.from_pretrained` loads."""
+        revision, compressed = self.fetch(expert)
+        return export_adapter(compressed, revision.adapter_config, Path(path), alpha=alpha,
+                              dtype=dtype)

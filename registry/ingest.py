@@ -1,0 +1,128 @@
+"""Turn received upload files into a compressed blob plus the facts a revision row records.
+
+Pure CPU work on local files: no database, no blob store. Everything an upload can get wrong
+about its content is detected here, before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from compeft_core import compress
+from compeft_core.errors import AdapterFormatError
+from compeft_core.peft_io import read_adapter
+from compeft_core.task_vectors import adapter_task_vector
+from registry.errors import (
+    InvalidMetadataError,
+    InvalidRequestError,
+    describe_validation_errors,
+)
+from registry.models import BASE_MODEL_LENGTH
+from registry.schemas import Summary, UploadMetadata
+from registry.upload_parts import ReceivedUpload
+
+
+@dataclass(frozen=True)
+class CompressedUpload:
+    """A blob ready to store and everything its revision row will say about it."""
+
+    blob: bytes
+    blob_sha256: str
+    original_size: int
+    original_dtype: str
+    num_params: int
+    density: float
+    scope: str
+    sigma: Summary
+    alpha: Summary
+    base_model: str | None
+    peft_type: str
+    rank: int | None
+    lora_alpha: float | None
+    target_modules: list[str]
+    adapter_config: str
+    metadata: UploadMetadata
+
+
+def parse_metadata(path: Path) -> UploadMetadata:
+    """The metadata part: InvalidRequestError if not JSON, InvalidMetadataError if invalid."""
+    try:
+        document = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting
+        raise InvalidRequestError(f"the metadata part is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidRequestError("the metadata part must be a JSON object")
+    try:
+        return UploadMetadata.model_validate(document)
+    except ValidationError as exc:
+        message = describe_validation_errors(exc.errors(), what="invalid metadata")
+        raise InvalidMetadataError(message) from exc
+
+
+def compress_upload(
+    received: ReceivedUpload,
+    metadata: UploadMetadata,
+    *,
+    default_density: float,
+    default_scope: str,
+    max_tensors: int,
+) -> CompressedUpload:
+    """Validate the adapter (compeft_core raises CompeftError subclasses) and compress it."""
+    adapter = read_adapter(received.config_path, received.weights_path)
+    if len(adapter.tensors) > max_tensors:
+        raise AdapterFormatError(
+            f"the adapter has {len(adapter.tensors)} tensors; the limit is {max_tensors}"
+        )
+    config_text = _config_text(received.config_path)
+    base_model = _checked_base_model(adapter.base_model)
+    expert = compress(
+        adapter_task_vector(adapter),
+        density=metadata.density or default_density,
+        scope=metadata.scope or default_scope,
+        alpha=metadata.alpha,
+        extra={"peft_config_sha256": hashlib.sha256(config_text.encode()).hexdigest()},
+    )
+    blob = expert.to_bytes()
+    return CompressedUpload(
+        blob=blob,
+        blob_sha256=hashlib.sha256(blob).hexdigest(),
+        original_size=received.weights_path.stat().st_size,
+        original_dtype=adapter.dtype,
+        num_params=adapter.num_params,
+        density=expert.density,
+        scope=expert.scope,
+        sigma=Summary(**expert.metadata["sigma"]),
+        alpha=Summary(**expert.metadata["alpha"]),
+        base_model=base_model,
+        peft_type=adapter.peft_type,
+        rank=adapter.rank,
+        lora_alpha=adapter.lora_alpha,
+        target_modules=list(adapter.target_modules),
+        adapter_config=config_text,
+        metadata=metadata,
+    )
+
+
+def _config_text(path: Path) -> str:
+    """adapter_config.json as stored verbatim: it must be UTF-8 text."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdapterFormatError(f"adapter_config.json is not UTF-8 text: {exc}") from exc
+
+
+def _checked_base_model(base_model: str | None) -> str | None:
+    """The base model id as indexed: bounded and printable (PostgreSQL text refuses NUL)."""
+    if base_model is None:
+        return None
+    if len(base_model) > BASE_MODEL_LENGTH or not base_model.isprintable():
+        raise AdapterFormatError(
+            f"base_model_name_or_path must be printable and at most {BASE_MODEL_LENGTH} "
+            f"characters, got {base_model[:80]!r}"
+        )
+    return base_model

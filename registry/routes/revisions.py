@@ -1,0 +1,106 @@
+"""Upload a revision, show one, download its blob."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response, status
+
+from registry import catalog, downloads, uploads
+from registry.deps import (
+    EmbedderDep,
+    ExpertIdDep,
+    ListenersDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    WriterDep,
+)
+from registry.schemas import ErrorBody, RevisionCreated, RevisionDetail, UploadMetadata
+from registry.upload_parts import CONFIG_PART, METADATA_PART, WEIGHTS_PART
+
+router = APIRouter(prefix="/experts/{owner}/{name}/revisions", tags=["revisions"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [CONFIG_PART, WEIGHTS_PART, METADATA_PART],
+                    "properties": {
+                        CONFIG_PART: {"type": "string", "format": "binary"},
+                        WEIGHTS_PART: {"type": "string", "format": "binary"},
+                        METADATA_PART: UploadMetadata.model_json_schema(),
+                    },
+                },
+                "encoding": {METADATA_PART: {"contentType": "application/json"}},
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=_ERRORS,
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_revision(
+    request: Request,
+    expert_id: ExpertIdDep,
+    caller: WriterDep,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    listeners: ListenersDep,
+    embedder: EmbedderDep,
+) -> RevisionCreated:
+    """Upload a PEFT adapter (safetensors only); the hub compresses it with ComPEFT and stores
+    the blob. Creates the expert on its first upload."""
+    return await uploads.upload_revision(
+        request,
+        expert_id=expert_id,
+        caller=caller,
+        session=session,
+        store=store,
+        settings=settings,
+        listeners=listeners,
+        embedder=embedder,
+    )
+
+
+@router.get("/{revision}", responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+def get_revision(session: SessionDep, expert_id: ExpertIdDep, revision: str) -> RevisionDetail:
+    """One revision (a number or `latest`)."""
+    return RevisionDetail.from_row(catalog.get_revision(session, expert_id, revision))
+
+
+@router.get(
+    "/{revision}/blob",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The whole blob."},
+        206: {"description": "One byte range of the blob."},
+        304: {"description": "The client's copy (If-None-Match) is current."},
+        404: {"model": ErrorBody},
+        416: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
+)
+def download_blob(
+    session: SessionDep,
+    store: StoreDep,
+    expert_id: ExpertIdDep,
+    revision: str,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The compressed blob (a safetensors file; verify its sha256 = ETag). Supports one Range."""
+    row = catalog.get_revision(session, expert_id, revision)
+    return downloads.blob_response(
+        store, row, range_header=range_header, if_none_match=if_none_match
+    )

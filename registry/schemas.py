@@ -1,0 +1,296 @@
+"""Pydantic models of what the API accepts (upload metadata, searches) and answers (JSON bodies)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from math import isfinite
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from registry.models import BASE_MODEL_LENGTH, TAG_LENGTH, Expert, Revision
+from retrieval import MAX_K, MAX_QUERY_EXAMPLES
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _without_control_characters(text: str) -> str:
+    """Text may hold tabs and newlines, never NUL or other controls (PostgreSQL refuses NUL)."""
+    if _CONTROL_CHARACTERS.search(text):
+        raise ValueError("control characters are not allowed")
+    return text
+
+
+Tag = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=rf"^[\w\-.:]{{1,{TAG_LENGTH}}}$")
+]
+SampleInput = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=4000),
+    AfterValidator(_without_control_characters),
+]
+TaskDescription = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=8000),
+    AfterValidator(_without_control_characters),
+]
+
+
+class UploadMetadata(BaseModel):
+    """The JSON `metadata` part of an upload. Unknown keys are refused, to catch typos."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_description: TaskDescription = Field(
+        description="What the expert does, in words; used for search."
+    )
+    sample_inputs: list[SampleInput] = Field(default_factory=list, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    density: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of entries kept; server default if unset.",
+    )
+    scope: Literal["tensor", "global"] | None = Field(
+        default=None, description="Top-k and sigma per tensor or over all tensors."
+    )
+    alpha: float | None = Field(
+        default=None, description="Default alpha stored in the blob; unset: the L2-optimal one."
+    )
+    parent_revision: int | None = Field(
+        default=None,
+        ge=0,
+        description="Refuse (409) unless this is the expert's latest revision (0: a new expert).",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: list[str]) -> list[str]:
+        return sorted(set(tags))
+
+    @field_validator("alpha")
+    @classmethod
+    def _finite_alpha(cls, alpha: float | None) -> float | None:
+        if alpha is not None and not isfinite(alpha):
+            raise ValueError("alpha must be a finite number")
+        return alpha
+
+
+class Summary(BaseModel):
+    """min / mean / max of a per-tensor quantity."""
+
+    min: float
+    mean: float
+    max: float
+
+
+class RevisionCreated(BaseModel):
+    """Answer to a successful upload (201)."""
+
+    id: str
+    revision: int
+    blob_sha256: str
+    original_bytes: int = Field(description="Size of the uploaded adapter_model.safetensors.")
+    blob_bytes: int
+    compression_ratio: float
+    bits_per_param: float
+    num_params: int
+    density: float
+    scope: str
+
+
+class RevisionSummary(BaseModel):
+    """A revision as listed: enough to pick one."""
+
+    revision: int
+    created_at: datetime
+    base_model: str | None
+    peft_type: str
+    task_description: str
+    tags: list[str]
+    blob_sha256: str
+    blob_bytes: int
+    density: float
+    scope: str
+
+    @classmethod
+    def from_row(cls, row: Revision) -> RevisionSummary:
+        return cls(**_summary_fields(row))
+
+
+class RevisionDetail(RevisionSummary):
+    """Everything recorded about a revision."""
+
+    id: str
+    original_bytes: int
+    original_dtype: str
+    num_params: int
+    compression_ratio: float
+    bits_per_param: float
+    sigma: Summary
+    default_alpha: Summary
+    rank: int | None
+    lora_alpha: float | None
+    target_modules: list[str]
+    adapter_config: dict[str, Any]
+    sample_inputs: list[str]
+    blob_missing: bool = Field(description="Set by `compeft-hub fsck --repair`: the blob is lost.")
+
+    @classmethod
+    def from_row(cls, row: Revision) -> RevisionDetail:
+        return cls(
+            **_summary_fields(row),
+            id=f"{row.expert.owner.name}/{row.expert.name}",
+            original_bytes=row.original_size,
+            original_dtype=row.original_dtype,
+            num_params=row.num_params,
+            compression_ratio=row.compression_ratio,
+            bits_per_param=row.bits_per_param,
+            sigma=Summary(min=row.sigma_min, mean=row.sigma_mean, max=row.sigma_max),
+            default_alpha=Summary(min=row.alpha_min, mean=row.alpha_mean, max=row.alpha_max),
+            rank=row.rank,
+            lora_alpha=row.lora_alpha,
+            target_modules=row.target_modules,
+            adapter_config=row.adapter_config_dict,
+            sample_inputs=row.sample_inputs,
+            blob_missing=row.blob_missing,
+        )
+
+
+def _summary_fields(row: Revision) -> dict[str, Any]:
+    return {
+        "revision": row.number,
+        "created_at": row.created_at,
+        "base_model": row.base_model,
+        "peft_type": row.peft_type,
+        "task_description": row.task_description,
+        "tags": row.tag_names,
+        "blob_sha256": row.blob_sha256,
+        "blob_bytes": row.blob_size,
+        "density": row.density,
+        "scope": row.scope,
+    }
+
+
+class ExpertSummary(BaseModel):
+    """An expert as listed, with its latest revision."""
+
+    id: str
+    owner: str
+    name: str
+    created_at: datetime
+    revision_count: int
+    latest: RevisionSummary
+
+    @classmethod
+    def from_rows(cls, expert: Expert, latest: Revision) -> ExpertSummary:
+        return cls(**_expert_fields(expert, latest))
+
+
+class ExpertDetail(ExpertSummary):
+    """An expert with all its revisions, oldest first."""
+
+    revisions: list[RevisionSummary]
+
+    @classmethod
+    def from_rows(cls, expert: Expert, latest: Revision) -> ExpertDetail:
+        return cls(
+            **_expert_fields(expert, latest),
+            revisions=[RevisionSummary.from_row(row) for row in expert.revisions],
+        )
+
+
+def _expert_fields(expert: Expert, latest: Revision) -> dict[str, Any]:
+    return {
+        "id": f"{expert.owner.name}/{expert.name}",
+        "owner": expert.owner.name,
+        "name": expert.name,
+        "created_at": expert.created_at,
+        "revision_count": expert.latest_revision,
+        "latest": RevisionSummary.from_row(latest),
+    }
+
+
+class ExpertPage(BaseModel):
+    """One page of a listing; `total` counts every match, not just this page."""
+
+    items: list[ExpertSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+# The embedding model reads about 1,000 characters (256 word pieces); longer text is cut unseen.
+MAX_QUERY_CHARS = 2000
+MAX_EXCLUDED = 1000
+QueryText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
+]
+
+
+class SearchRequest(BaseModel):
+    """A task in words and/or a few of its inputs; the experts of one base model that fit it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: QueryText | None = Field(default=None, description="The task in words.")
+    examples: list[QueryText] = Field(
+        default_factory=list, max_length=MAX_QUERY_EXAMPLES, description="Inputs of the task."
+    )
+    base_model: str = Field(
+        min_length=1, max_length=BASE_MODEL_LENGTH, description="As the adapters' configs name it."
+    )
+    peft_type: Annotated[str, StringConstraints(to_upper=True, max_length=32)] | None = Field(
+        default=None, examples=["LORA", "IA3"]
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=32, description="All must match.")
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many experts at most.")
+    exclude: list[str] = Field(
+        default_factory=list, max_length=MAX_EXCLUDED, description="`owner/name`s to leave out."
+    )
+
+    @model_validator(mode="after")
+    def _has_something_to_search(self) -> SearchRequest:
+        if self.query is None and not self.examples:
+            raise ValueError("give a query, at least one example, or both")
+        return self
+
+
+class EmbedderInfo(BaseModel):
+    """The model that embedded the query and the experts (scores compare only within one)."""
+
+    name: str
+    version: str
+    dim: int
+
+
+class SearchResult(BaseModel):
+    """One expert found, with its latest revision as `GET .../revisions/latest` shows it."""
+
+    id: str
+    score: float = Field(description="Cosine similarity of the query and the expert's task.")
+    rank: int = Field(description="1 for the best match.")
+    revision: RevisionDetail
+
+
+class SearchResponse(BaseModel):
+    """The best experts first."""
+
+    results: list[SearchResult]
+    embedder: EmbedderInfo
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a message a person can act on."""
+
+    detail: str

@@ -1,0 +1,100 @@
+"""Every knob of the registry in one pydantic-settings class, read from `COMPEFT_HUB_*` variables.
+
+The defaults give the embedded setup: a SQLite file and a blob folder under one data directory,
+upgraded automatically on start. Production points `database_url` at PostgreSQL and
+`blob_store_url` at S3; there the schema is upgraded only by `compeft-hub db upgrade`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retrieval import IndexConfig
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Validated at construction; a bad value stops the process with pydantic's message."""
+
+    model_config = SettingsConfigDict(env_prefix="COMPEFT_HUB_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("./hub-data"),
+        description="Folder of the embedded defaults (SQLite file, blob folder).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("COMPEFT_HUB_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; default: a SQLite file in data_dir.",
+    )
+    blob_store_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "COMPEFT_HUB_BLOB_STORE_URL", "COMPEFT_HUB_STORAGE_URL", "blob_store_url"
+        ),
+        description="file:///abs/dir or s3://bucket/prefix; default: data_dir/blobs.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible server, added to an s3:// blob_store_url.",
+    )
+    auto_upgrade: bool | None = Field(
+        default=None,
+        description="Upgrade the schema on start; default: only for the embedded SQLite file.",
+    )
+    max_upload_bytes: int = Field(default=512 * MiB, gt=0)
+    max_metadata_bytes: int = Field(default=256 * 1024, gt=0)
+    max_config_bytes: int = Field(default=1 * MiB, gt=0)
+    max_tensors: int = Field(default=10_000, gt=0)
+    writes_per_minute: int = Field(
+        default=120,
+        ge=0,
+        description="Uploads and deletes a token may make per minute, per API process (0: no "
+        "limit); see registry/rate_limits.py.",
+    )
+    write_burst: int = Field(default=60, gt=0, description="Writes a token may make at once.")
+    default_density: float = Field(default=0.1, gt=0.0, le=1.0)
+    default_scope: Literal["tensor", "global"] = "tensor"
+    search_ann_threshold: int = Field(
+        default=IndexConfig().ann_threshold,
+        gt=0,
+        description="A base model's experts are searched with HNSW instead of exactly from here on.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        """Derive the embedded defaults from data_dir; only they upgrade themselves by default."""
+        data_dir = self.data_dir.expanduser().resolve()
+        embedded_database = self.database_url is None
+        if embedded_database:
+            self.database_url = f"sqlite:///{data_dir / 'hub.sqlite3'}"
+        if self.blob_store_url is None:
+            self.blob_store_url = (data_dir / "blobs").as_uri()
+        if self.auto_upgrade is None:
+            self.auto_upgrade = embedded_database
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, filled in by the validator."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def storage_url(self) -> str:
+        """The blob store URL, with `s3_endpoint_url` added when the URL does not name one."""
+        assert self.blob_store_url is not None
+        parts = urlsplit(self.blob_store_url)
+        query = dict(parse_qsl(parts.query))
+        if parts.scheme != "s3" or self.s3_endpoint_url is None or "endpoint_url" in query:
+            return self.blob_store_url
+        query["endpoint_url"] = self.s3_endpoint_url
+        return urlunsplit(parts._replace(query=urlencode(query)))

@@ -1,0 +1,114 @@
+"""The upload use case: authorize, receive, validate, compress, embed, store, commit, notify.
+
+The request's files live in a temporary folder that is removed however the upload ends. CPU work
+(parsing safetensors, compressing, embedding the task) and blocking I/O (blob store, SQL) run in
+the thread pool, so one large upload does not stall the event loop for other requests.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from registry.accounts import Caller, authorize_write
+from registry.embeddings import embed_tasks
+from registry.events import RegistryListener, RevisionCommitted, notify
+from registry.ids import ExpertId
+from registry.ingest import compress_upload, parse_metadata
+from registry.models import Revision
+from registry.publish import publish_revision
+from registry.schemas import RevisionCreated
+from registry.settings import Settings
+from registry.upload_parts import ReceivedUpload, UploadLimits, receive_upload
+from retrieval import TaskEmbedder
+from storage import BlobStore
+
+
+async def upload_revision(
+    request: Request,
+    *,
+    expert_id: ExpertId,
+    caller: Caller,
+    session: Session,
+    store: BlobStore,
+    settings: Settings,
+    listeners: Sequence[RegistryListener],
+    embedder: TaskEmbedder,
+) -> RevisionCreated:
+    """Create the next revision of `expert_id` from the request body (creating the expert)."""
+    authorize_write(caller, expert_id.owner)
+    session.commit()  # ends the token lookup's transaction: no connection held while compressing
+    limits = UploadLimits(
+        max_body_bytes=settings.max_upload_bytes,
+        max_config_bytes=settings.max_config_bytes,
+        max_metadata_bytes=settings.max_metadata_bytes,
+    )
+    with tempfile.TemporaryDirectory(prefix="compeft-hub-upload-") as folder:
+        received = await receive_upload(request, Path(folder), limits)
+        return await run_in_threadpool(
+            _compress_and_publish,
+            received,
+            expert_id=expert_id,
+            caller=caller,
+            session=session,
+            store=store,
+            settings=settings,
+            listeners=listeners,
+            embedder=embedder,
+        )
+
+
+def _compress_and_publish(
+    received: ReceivedUpload,
+    *,
+    expert_id: ExpertId,
+    caller: Caller,
+    session: Session,
+    store: BlobStore,
+    settings: Settings,
+    listeners: Sequence[RegistryListener],
+    embedder: TaskEmbedder,
+) -> RevisionCreated:
+    upload = compress_upload(
+        received,
+        parse_metadata(received.metadata_path),
+        default_density=settings.default_density,
+        default_scope=settings.default_scope,
+        max_tensors=settings.max_tensors,
+    )
+    metadata = upload.metadata
+    [embedding] = embed_tasks(embedder, [(metadata.task_description, metadata.sample_inputs)])
+    revision = publish_revision(
+        session, store, expert_id=expert_id, owner=caller.user, upload=upload, embedding=embedding
+    )
+    notify(listeners, _committed_event(expert_id, revision))
+    return RevisionCreated(
+        id=str(expert_id),
+        revision=revision.number,
+        blob_sha256=revision.blob_sha256,
+        original_bytes=revision.original_size,
+        blob_bytes=revision.blob_size,
+        compression_ratio=revision.compression_ratio,
+        bits_per_param=revision.bits_per_param,
+        num_params=revision.num_params,
+        density=revision.density,
+        scope=revision.scope,
+    )
+
+
+def _committed_event(expert_id: ExpertId, revision: Revision) -> RevisionCommitted:
+    return RevisionCommitted(
+        owner=expert_id.owner,
+        name=expert_id.name,
+        revision=revision.number,
+        base_model=revision.base_model,
+        peft_type=revision.peft_type,
+        task_description=revision.task_description,
+        sample_inputs=tuple(revision.sample_inputs),
+        tags=tuple(revision.tag_names),
+    )

@@ -1,0 +1,49 @@
+"""bench/compose.py: --quick prints its summary last, and the reference loop computes what ours does."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from bench.compose import TINY_LLAMA, random_experts, run, tiny_llama_workload, weighted_state_dict
+from compeft_core.compose import compose
+
+
+def test_compose_bench_quick_prints_the_summary_json():
+    done = subprocess.run([sys.executable, "-m", "bench.compose", "--quick"], capture_output=True,
+                          text=True, check=True, timeout=300)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"ours_s", "floor_s", "reference_s", "ratio_vs_floor",
+                            "ratio_vs_reference"}
+    assert all(math.isfinite(value) and value > 0 for value in summary.values())
+    assert summary["ratio_vs_floor"] == pytest.approx(summary["ours_s"] / summary["floor_s"])
+    assert summary["ratio_vs_reference"] == pytest.approx(
+        summary["ours_s"] / summary["reference_s"])
+    for method in ("ours", "floor", "reference"):
+        assert method in done.stdout
+    assert "NGOpt chose" in done.stdout
+
+
+def test_reference_merge_is_our_lorahub_composition():
+    model = LlamaForCausalLM(TINY_LLAMA)
+    experts = random_experts(model, 3, rank=4)
+    weights = [0.5, -1.2, 0.3]
+    reference = weighted_state_dict(weights, [dict(expert.tensors) for expert in experts])
+    ours = compose(experts, weights, mode="lorahub").tensors
+    assert reference.keys() == ours.keys()
+    for key, tensor in reference.items():
+        torch.testing.assert_close(ours[key], tensor)
+
+
+def test_reference_loop_and_ours_spend_the_same_forwards_and_agree():
+    result = run(tiny_llama_workload(shots=2), experts=3, rank=8, steps=6, seed=0, rounds=1)
+    ours, floor, reference = (result.timings[m].outcome for m in ("ours", "floor", "reference"))
+    assert ours.forwards == floor.forwards == reference.forwards == 6
+    assert ours.optimizer == reference.optimizer
+    assert result.reference_loss_through_composer == pytest.approx(reference.loss, rel=1e-5)

@@ -1,0 +1,97 @@
+"""The shipped migrations build exactly the models' schema, and servers refuse any other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+
+from registry.app import create_app
+from registry.database import create_db_engine
+from registry.errors import SchemaOutOfDateError
+from registry.models import Base
+from registry.schema import alembic_config, current_revisions, head_revisions, upgrade_schema
+from registry.settings import Settings
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def downgrade_to_base(engine: Engine) -> None:
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_downgrade_then_upgrade_round_trips(engine: Engine) -> None:
+    downgrade_to_base(engine)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    assert current_revisions(engine) == set()
+    upgrade_schema(engine)
+    assert current_revisions(engine) == head_revisions()
+    assert {table.name for table in Base.metadata.sorted_tables} <= set(
+        inspect(engine).get_table_names()
+    )
+
+
+def settings_for(database_url: str, tmp_path: Path, *, auto_upgrade: bool = False) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        blob_store_url=(tmp_path / "blobs").as_uri(),
+        auto_upgrade=auto_upgrade,
+    )
+
+
+def test_server_refuses_a_database_without_schema(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    downgrade_to_base(engine)
+    with pytest.raises(SchemaOutOfDateError, match="run `compeft-hub db upgrade`"):
+        create_app(settings_for(database_url, tmp_path))
+
+
+def test_server_refuses_a_schema_it_does_not_know(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+    try:
+        with pytest.raises(SchemaOutOfDateError, match="upgrade compeft-hub"):
+            create_app(settings_for(database_url, tmp_path))
+    finally:  # the PostgreSQL database is shared by the session: leave it at head
+        with engine.begin() as connection:
+            command.stamp(alembic_config(connection), "head", purge=True)
+
+
+def test_auto_upgrade_brings_an_empty_database_to_head(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    downgrade_to_base(engine)
+    create_app(settings_for(database_url, tmp_path, auto_upgrade=True))
+    assert current_revisions(engine) == head_revisions()
+
+
+def test_embedded_default_upgrades_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    settings = Settings(data_dir=tmp_path / "hub")
+    assert settings.auto_upgrade is True
+    create_app(settings)
+    engine = create_db_engine(settings.sqlalchemy_url)
+    assert current_revisions(engine) == head_revisions()
+    engine.dispose()
+    assert (tmp_path / "hub" / "hub.sqlite3").is_file()

@@ -1,0 +1,135 @@
+"""The `compeft-hub` command, run in-process with the same settings a server would read."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from alembic import command
+from typer.testing import CliRunner, Result
+
+from registry.cli import app
+from registry.database import create_db_engine
+from registry.schema import alembic_config
+from tests.fixtures.registry import Hub, lora_adapter
+
+
+@pytest.fixture
+def blob_store_url(tmp_path: Path) -> str:
+    """The CLI sees the blob store only through fsck: the local folder is enough."""
+    return (tmp_path / "blobs").as_uri()
+
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def run(hub: Hub) -> Run:
+    """Run `compeft-hub ARGS...` against the hub's database and blob store."""
+    env = {
+        "COMPEFT_HUB_DATABASE_URL": hub.settings.sqlalchemy_url,
+        "COMPEFT_HUB_BLOB_STORE_URL": hub.settings.storage_url,
+    }
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(app, list(args), env=env)
+
+    return invoke
+
+
+def test_help_lists_every_command(run: Run) -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for name in ("serve", "db", "user", "token", "fsck"):
+        assert name in result.output
+
+
+def test_user_create_prints_a_token_that_can_upload(hub: Hub, run: Run) -> None:
+    result = run("user", "create", "carol")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert hub.upload("carol/poems", lora_adapter(), token=token).status_code == 201
+
+
+def test_read_only_token_cannot_upload(hub: Hub, run: Run) -> None:
+    run("user", "create", "carol")
+    result = run("token", "create", "--user", "carol", "--read-only")
+    assert result.exit_code == 0, result.output
+    assert hub.upload("carol/poems", lora_adapter(), token=result.stdout.strip()).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("token", "create", "nobody"), "no user named 'nobody'"),
+        (("user", "create", "bad..name"), "invalid user name"),
+    ],
+)
+def test_mistakes_print_one_line_and_fail(run: Run, args: tuple[str, ...], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_duplicate_user_is_refused(run: Run) -> None:
+    assert run("user", "create", "carol").exit_code == 0
+    result = run("user", "create", "carol")
+    assert result.exit_code == 1
+    assert "already exists" in result.stderr
+
+
+def test_serve_refuses_an_old_schema_until_db_upgrade(hub: Hub, run: Run) -> None:
+    engine = create_db_engine(hub.settings.sqlalchemy_url)
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+    engine.dispose()
+    refused = run("serve")
+    assert refused.exit_code == 1
+    assert "run `compeft-hub db upgrade`" in refused.stderr
+    upgraded = run("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "database schema at" in upgraded.stdout
+    assert run("db", "upgrade").exit_code == 0
+
+
+def test_fsck_finds_and_repairs_orphans_and_dangling_rows(hub: Hub, run: Run) -> None:
+    token = hub.token("alice")
+    kept = hub.upload("alice/kept", lora_adapter(seed=1), token=token).json()["blob_sha256"]
+    lost = hub.upload("alice/lost", lora_adapter(seed=2), token=token).json()["blob_sha256"]
+    hub.store.delete(lost)
+    orphan = lora_adapter(seed=3).weights
+    orphan_key = hashlib.sha256(orphan).hexdigest()
+    hub.store.put_stream(orphan_key, io.BytesIO(orphan), sha256=orphan_key, size=len(orphan))
+
+    found = run("fsck")
+    assert found.exit_code == 1
+    assert "revisions whose blob is missing: 1" in found.stdout
+    assert f"alice/lost revision 1: blob {lost}" in found.stdout
+    assert "blobs no revision references: 1" in found.stdout
+    assert orphan_key in found.stdout
+
+    repaired = run("fsck", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert "deleted 1 orphan blob(s), flagged 1 revision(s) as missing" in repaired.stdout
+    assert hub.blob_keys() == {kept}
+    response = hub.client.get("/api/v1/experts/alice/lost/revisions/1")
+    assert response.json()["blob_missing"] is True
+    download = hub.client.get("/api/v1/experts/alice/lost/revisions/1/blob")
+    assert download.status_code == 404
+    assert "fsck" in download.json()["detail"]
+
+
+def test_fsck_unflags_a_revision_whose_blob_came_back(hub: Hub, run: Run) -> None:
+    token = hub.token("alice")
+    key = hub.upload("alice/lost", lora_adapter(), token=token).json()["blob_sha256"]
+    hub.store.delete(key)
+    run("fsck", "--repair")
+    hub.upload("alice/again", lora_adapter(), token=token)  # same content: same blob
+    result = run("fsck", "--repair")
+    assert "unflagged 1" in result.stdout
+    assert hub.client.get("/api/v1/experts/alice/lost/revisions/1/blob").status_code == 200
+    assert run("fsck").exit_code == 0
