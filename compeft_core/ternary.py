@@ -109,7 +109,7 @@ def pack_ternary(values, bits, starts, ends, ks, thresholds, ties):
     return mask, signs[: (kept + 7) // 8].copy(), kept, abs_sums
 
 
-_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.int64)
+_POPCOUNT = np.array([b.bit_count() for b in range(256)], dtype=np.int64)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -82,7 +82,12 @@ class ExpertSearch:
         for a query the embedder refuses, InvalidRequestError for a malformed `exclude` id.
         """
         excluded = _expert_keys(session, [ExpertId.parse(text) for text in request.exclude])
-        self._sync.refresh_if_stale(current_version(session))
+        version = current_version(session)
+        # End the read transaction so its pooled connection goes back before a refresh checks out
+        # its own and the query is embedded: a search never holds two connections, so a burst of
+        # searches cannot exhaust the pool waiting on itself.
+        session.rollback()
+        self._sync.refresh_if_stale(version)
         index = self._sync.index
         _check_base_model(index, request.base_model)
         hits = index.search(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -29,20 +30,25 @@ from retrieval import TaskEmbedder
 from storage import BlobStore
 
 
+@dataclass(frozen=True)
+class UploadServices:
+    """What an upload writes to and reads from: the request's session and the app's services."""
+
+    session: Session
+    store: BlobStore
+    settings: Settings
+    listeners: Sequence[RegistryListener]
+    embedder: TaskEmbedder
+
+
 async def upload_revision(
-    request: Request,
-    *,
-    expert_id: ExpertId,
-    caller: Caller,
-    session: Session,
-    store: BlobStore,
-    settings: Settings,
-    listeners: Sequence[RegistryListener],
-    embedder: TaskEmbedder,
+    request: Request, *, expert_id: ExpertId, caller: Caller, services: UploadServices
 ) -> RevisionCreated:
     """Create the next revision of `expert_id` from the request body (creating the expert)."""
     authorize_write(caller, expert_id.owner)
-    session.commit()  # ends the token lookup's transaction: no connection held while compressing
+    # End the token lookup's transaction: no connection is held while receiving and compressing.
+    services.session.commit()
+    settings = services.settings
     limits = UploadLimits(
         max_body_bytes=settings.max_upload_bytes,
         max_config_bytes=settings.max_config_bytes,
@@ -51,29 +57,14 @@ async def upload_revision(
     with tempfile.TemporaryDirectory(prefix="compeft-hub-upload-") as folder:
         received = await receive_upload(request, Path(folder), limits)
         return await run_in_threadpool(
-            _compress_and_publish,
-            received,
-            expert_id=expert_id,
-            caller=caller,
-            session=session,
-            store=store,
-            settings=settings,
-            listeners=listeners,
-            embedder=embedder,
+            _compress_and_publish, received, expert_id=expert_id, caller=caller, services=services
         )
 
 
 def _compress_and_publish(
-    received: ReceivedUpload,
-    *,
-    expert_id: ExpertId,
-    caller: Caller,
-    session: Session,
-    store: BlobStore,
-    settings: Settings,
-    listeners: Sequence[RegistryListener],
-    embedder: TaskEmbedder,
+    received: ReceivedUpload, *, expert_id: ExpertId, caller: Caller, services: UploadServices
 ) -> RevisionCreated:
+    settings = services.settings
     upload = compress_upload(
         received,
         parse_metadata(received.metadata_path),
@@ -82,11 +73,18 @@ def _compress_and_publish(
         max_tensors=settings.max_tensors,
     )
     metadata = upload.metadata
-    [embedding] = embed_tasks(embedder, [(metadata.task_description, metadata.sample_inputs)])
-    revision = publish_revision(
-        session, store, expert_id=expert_id, owner=caller.user, upload=upload, embedding=embedding
+    [embedding] = embed_tasks(
+        services.embedder, [(metadata.task_description, metadata.sample_inputs)]
     )
-    notify(listeners, _committed_event(expert_id, revision))
+    revision = publish_revision(
+        services.session,
+        services.store,
+        expert_id=expert_id,
+        owner=caller.user,
+        upload=upload,
+        embedding=embedding,
+    )
+    notify(services.listeners, _committed_event(expert_id, revision))
     return RevisionCreated(
         id=str(expert_id),
         revision=revision.number,

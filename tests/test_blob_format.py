@@ -73,8 +73,9 @@ def _decode_fully(data: bytes) -> None:
 
 def _rewrite(blob: bytes, edit) -> bytes:
     """Re-serialize a blob after `edit(arrays, metadata)`, recomputing the checksum."""
-    from compeft_core.codec import _checksum
     import safetensors.numpy
+
+    from compeft_core.codec import _checksum
 
     arrays = dict(safetensors.numpy.load(blob))
     (n,) = struct.unpack("<Q", blob[:8])
@@ -91,7 +92,7 @@ def test_every_truncation_raises_blob_format_error(small_blob):
 
 
 def test_every_single_bit_flip_is_detected(small_blob):
-    for position in range(0, len(small_blob)):
+    for position in range(len(small_blob)):
         flipped = bytearray(small_blob)
         flipped[position] ^= 1 << (position % 8)
         try:

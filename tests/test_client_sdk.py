@@ -31,10 +31,11 @@ from registry.client import (
     HubClient,
     NotCachedError,
     NotFoundError,
+    RateLimitedError,
     ServerUnavailableError,
 )
 from tests.compeft_reference import reference_decompress
-from tests.fixtures.live_hub import FAST_RETRIES, TINY_BASE_MODEL, LiveHub
+from tests.fixtures.live_hub import FAST_RETRIES, RETRY_AFTER_S, TINY_BASE_MODEL, LiveHub
 from tests.fixtures.seaweedfs import free_ports
 from tests.test_peft_io import tiny_base
 
@@ -335,6 +336,19 @@ def test_5xx_answers_are_retried_then_reported(
     with pytest.raises(ServerUnavailableError, match="injected outage.*after 3 attempts") as down:
         hub_client.info(EXPERT)
     assert down.value.status_code == 503
+
+
+def test_a_rate_limited_write_raises_at_once_with_the_wait_the_hub_asked_for(
+    live_hub: LiveHub, hub_client: HubClient, adapter_folder: Path
+) -> None:
+    live_hub.recorder.faults.rate_limited = 1
+    wait = f"injected rate limit .retry after {RETRY_AFTER_S} s"
+    with pytest.raises(RateLimitedError, match=wait) as limited:
+        hub_client.upload(adapter_folder, EXPERT, description=DESCRIPTION)
+    assert (limited.value.status_code, limited.value.retry_after_s) == (429, RETRY_AFTER_S)
+    assert len(live_hub.recorder.requests) == 1  # not retried: the caller decides when
+    assert live_hub.hub.revision_count() == 0
+    assert hub_client.upload(adapter_folder, EXPERT, description=DESCRIPTION).revision == 1
 
 
 def test_unreachable_hub_raises_server_unavailable_after_retries(tmp_path: Path) -> None:

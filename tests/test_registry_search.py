@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 from typer.testing import CliRunner
 
 from registry.cli import app as cli
@@ -271,6 +271,32 @@ def test_two_apps_on_one_database_converge(
             == 404
         )
     )
+
+
+def test_a_search_that_refreshes_the_index_holds_one_pooled_connection_at_a_time(
+    hub: Hub, second_app: Hub, tokens: dict[str, str]
+) -> None:
+    """Holding the request's connection while the refresh checks out another would let a burst
+    of searches exhaust the pool waiting on itself (each holding one, each wanting a second)."""
+    upload(second_app, tokens, "alice/news")  # `hub`'s index is now behind the database
+    engine = hub.sessions.kw["bind"]
+    held = {"now": 0, "peak": 0}
+
+    def on_checkout(*_: Any) -> None:
+        held["now"] += 1
+        held["peak"] = max(held["peak"], held["now"])
+
+    def on_checkin(*_: Any) -> None:
+        held["now"] -= 1
+
+    event.listen(engine, "checkout", on_checkout)
+    event.listen(engine, "checkin", on_checkin)
+    try:
+        assert found(hub, query="summarise this news story") == ["alice/news"]
+    finally:
+        event.remove(engine, "checkout", on_checkout)
+        event.remove(engine, "checkin", on_checkin)
+    assert held["peak"] == 1
 
 
 def test_a_restarted_app_rebuilds_its_index_from_sql(hub: Hub, catalog: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ from registry.client.errors import (
     HubError,
     NotCachedError,
     NotFoundError,
+    RateLimitedError,
     ServerUnavailableError,
 )
 from registry.client.http import RetryPolicy
@@ -34,6 +35,7 @@ __all__ = [
     "HubError",
     "NotCachedError",
     "NotFoundError",
+    "RateLimitedError",
     "RetryPolicy",
     "ServerUnavailableError",
 ]

@@ -40,6 +40,17 @@ class ConflictError(HubError):
     """The upload raced another one and lost (409); upload again on the new parent."""
 
 
+class RateLimitedError(HubError):
+    """The token wrote faster than the hub allows (429). Writes are not retried automatically (an
+    upload may be large); wait `retry_after_s` seconds (None when the hub did not say), then retry.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 detail: str | None = None, retry_after_s: int | None = None) -> None:
+        super().__init__(message, status_code=status_code, detail=detail)
+        self.retry_after_s = retry_after_s
+
+
 class ServerUnavailableError(HubError):
     """The hub could not be reached or answered 5xx, even after the configured retries."""
 
@@ -61,6 +72,7 @@ _FAMILY_BY_STATUS: dict[int, type[HubError]] = {
     413: BadRequestError,
     416: BadRequestError,
     422: BadRequestError,
+    429: RateLimitedError,
 }
 
 
@@ -81,5 +93,11 @@ def error_for_response(response: httpx.Response) -> HubError:
     family = _FAMILY_BY_STATUS.get(status, ServerUnavailableError if status >= 500 else HubError)
     detail = server_detail(response)
     request = response.request
-    return family(f"{request.method} {request.url} -> {status}: {detail}", status_code=status,
-                  detail=detail)
+    message = f"{request.method} {request.url} -> {status}: {detail}"
+    if family is RateLimitedError:
+        retry_after = response.headers.get("Retry-After", "")
+        seconds = int(retry_after) if retry_after.isdigit() else None  # an HTTP date: unknown
+        suffix = "" if seconds is None else f" (retry after {seconds} s)"
+        return RateLimitedError(message + suffix, status_code=status, detail=detail,
+                                retry_after_s=seconds)
+    return family(message, status_code=status, detail=detail)

@@ -61,15 +61,9 @@ async def upload_revision(
 ) -> RevisionCreated:
     """Upload a PEFT adapter (safetensors only); the hub compresses it with ComPEFT and stores
     the blob. Creates the expert on its first upload."""
+    services = uploads.UploadServices(session, store, settings, listeners, embedder)
     return await uploads.upload_revision(
-        request,
-        expert_id=expert_id,
-        caller=caller,
-        session=session,
-        store=store,
-        settings=settings,
-        listeners=listeners,
-        embedder=embedder,
+        request, expert_id=expert_id, caller=caller, services=services
     )
 
 
