@@ -19,7 +19,8 @@ from compeft_core.errors import CompositionError
 IGNORE_INDEX = -100
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad token rows with `value` to the longest one: a [rows, width] tensor."""
     width = max(len(row) for row in rows)
     return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows])
 
@@ -70,14 +71,14 @@ class FewShotLoss:
     def _batch(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
                pad_token_id: int) -> dict[str, torch.Tensor]:
         if self.seq2seq:
-            return {"input_ids": _pad(prompts, pad_token_id),
-                    "attention_mask": _pad([[1] * len(p) for p in prompts], 0),
-                    "labels": _pad(answers, IGNORE_INDEX)}
+            return {"input_ids": pad_rows(prompts, pad_token_id),
+                    "attention_mask": pad_rows([[1] * len(p) for p in prompts], 0),
+                    "labels": pad_rows(answers, IGNORE_INDEX)}
         sequences = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
         labels = [[IGNORE_INDEX] * len(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
-        return {"input_ids": _pad(sequences, pad_token_id),
-                "attention_mask": _pad([[1] * len(s) for s in sequences], 0),
-                "labels": _pad(labels, IGNORE_INDEX)}
+        return {"input_ids": pad_rows(sequences, pad_token_id),
+                "attention_mask": pad_rows([[1] * len(s) for s in sequences], 0),
+                "labels": pad_rows(labels, IGNORE_INDEX)}
 
     @property
     def num_tokens(self) -> int:

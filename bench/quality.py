@@ -1,0 +1,347 @@
+"""Quality evaluation: does a ComPEFT-compressed expert keep its skill? (issue "Evaluation")
+
+SmolLM2-135M-Instruct, one LoRA expert per label task (bench/quality_tasks.py), trained on CPU
+(bench/quality_train.py) and stored in fp16 under bench/quality_experts/<task>/. Every expert goes
+through a real hub (bench/hub_process.py: uvicorn, SQLite, local blob folder) over REST: one
+revision per (density, scope) setting, compressed by the hub, fetched back and decompressed with
+`HubClient.load`. Measured, all on fixed splits, nothing tuned on a test split:
+
+1. per task, test accuracy of the base model (zero-shot), the uncompressed expert and every
+   setting, with the setting's alpha multiplier picked on the validation split (a multiplier m
+   scales the decoded A and B, i.e. the stored per-tensor default alphas, so the update by m^2);
+2. task arithmetic of all experts (`merge_lora_experts`, one coefficient picked on the mean
+   validation accuracy), uncompressed against compressed at the default setting;
+3. composition on an unseen task: each task left out in turn, the hub's search with 5 of its
+   training inputs retrieves the closest other experts, LoraHub composes them on those 5 shots;
+   against zero-shot and the top-1 retrieved expert alone, uncompressed and compressed;
+4. bytes: blob bytes per setting (and HTTP body bytes of each fetch) against the fp16 adapter.
+
+    python -m bench.quality             # 10 tasks, stored experts; about 20 min on 2 cores
+    python -m bench.quality --train     # retrain the experts first (about 13 min more)
+    python -m bench.quality --quick     # 2 tasks, tiny splits, 1 training step; temp folders
+    python -m bench.quality --summary   # print the stored results' summary
+
+Writes DIR/quality.json, DIR/*.png and DIR.md (DIR: docs/results; --quick: a temporary folder);
+the last line printed is one JSON object (the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from bench.hub_process import RunningHub, running_hub
+from bench.quality_report import summarize, write_report
+from bench.quality_tasks import (
+    Encoded,
+    LabelTask,
+    SplitSizes,
+    encode,
+    load_tasks,
+    prompts_and_answers,
+)
+from bench.quality_train import (
+    BASE_MODEL,
+    accuracy,
+    in_bf16,
+    lora_config_dict,
+    lora_model,
+    save_expert,
+    set_lora,
+    train_lora,
+)
+from bench.smollm2 import load_smollm2
+from compeft_core.compose import LoraComposer
+from compeft_core.fewshot import FewShotLoss
+from compeft_core.lora_expert import LoraExpert
+from compeft_core.lorahub import lorahub_search
+from compeft_core.merge import merge_lora_experts
+from compeft_core.peft_io import WEIGHTS_NAME, read_adapter_folder
+from registry.client import HubClient
+
+BENCH_DIR = Path(__file__).resolve().parent
+EXPERTS_DIR = BENCH_DIR / "quality_experts"
+RESULTS_DIR = BENCH_DIR.parent / "docs" / "results"
+DEFAULT_SETTING = (0.1, "tensor")  # compeft_core.compress's defaults
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Everything that sizes a run; recorded in the results."""
+
+    tasks: tuple[str, ...] | None
+    sizes: SplitSizes
+    steps: int
+    batch_size: int
+    lr: float
+    densities: tuple[float, ...]
+    scopes: tuple[str, ...]
+    alpha_multipliers: tuple[float, ...]  # ordered by preference when validation ties
+    merge_coefficients: tuple[float, ...]
+    shots: int
+    retrieved: int
+    compose_steps: int
+
+    @property
+    def settings(self) -> list[tuple[float, str]]:
+        return [(d, s) for s in self.scopes for d in self.densities]
+
+
+FULL = Budget(None, SplitSizes(train=400, validation=40, test=100), steps=80, batch_size=8,
+              lr=3e-3, densities=(0.05, 0.1, 0.2, 0.5), scopes=("tensor", "global"),
+              alpha_multipliers=(1.0, 1.41, 2.0, 2.83, 0.71),
+              merge_coefficients=(0.2, 0.3, 0.5, 0.71, 1.0),
+              shots=5, retrieved=3, compose_steps=20)
+QUICK = Budget(("chatterbot-category", "speech-language"), SplitSizes(train=8, validation=4,
+               test=4), steps=1, batch_size=4, lr=3e-3, densities=(0.1,), scopes=("tensor",),
+               alpha_multipliers=(1.0,), merge_coefficients=(1.0,), shots=2, retrieved=1,
+               compose_steps=1)
+
+
+def setting_key(density: float, scope: str) -> str:
+    return f"{scope}@{density:g}"
+
+
+@dataclass
+class Bench:
+    """The loaded model, tokenizer and tasks, with each task's splits encoded once."""
+
+    tokenizer: PreTrainedTokenizerBase
+    base: PreTrainedModel
+    tasks: list[LabelTask]
+    data: dict[str, dict[str, Encoded]]
+
+    @property
+    def pad(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def score(self, model: torch.nn.Module, task: str, split: str) -> float:
+        return accuracy(model, self.data[task][split], self.pad)
+
+
+def prepare_experts(bench: Bench, budget: Budget, folder: Path, retrain: bool) -> dict[str, Path]:
+    """One stored fp16 expert per task; trained when missing or when `retrain`."""
+    experts = {}
+    for index, task in enumerate(bench.tasks):
+        path = folder / task.name
+        if retrain or not (path / WEIGHTS_NAME).is_file():
+            start = time.perf_counter()
+            tensors = train_lora(bench.base, bench.data[task.name]["train"], steps=budget.steps,
+                                 batch_size=budget.batch_size, lr=budget.lr, seed=index,
+                                 pad_token_id=bench.pad)
+            save_expert(path, tensors)
+            print(f"trained {task.name} in {time.perf_counter() - start:.0f} s", flush=True)
+        experts[task.name] = path
+    return experts
+
+
+def upload_settings(client: HubClient, owner: str, folder: Path, task: LabelTask,
+                    settings: Sequence[tuple[float, str]]) -> dict[str, dict[str, Any]]:
+    """Upload one expert once per setting, as revisions 1.. of `owner/<task>`; the hub compresses.
+
+    Returns, per setting, the pinned reference and the hub's size figures.
+    """
+    uploaded = {}
+    for density, scope in settings:
+        created = client.upload(folder, f"{owner}/{task.name}", description=task.instruction,
+                                samples=[e.text for e in task.train[:20]], density=density,
+                                scope=scope)
+        uploaded[setting_key(density, scope)] = {
+            "ref": f"{created.id}@{created.revision}", "density": density, "scope": scope,
+            "blob_bytes": created.blob_bytes, "original_bytes": created.original_bytes,
+            "num_params": created.num_params, "bits_per_param": created.bits_per_param}
+    return uploaded
+
+
+def fetch_settings(client: HubClient, hub: RunningHub, uploaded: dict[str, dict[str, Any]]
+                   ) -> dict[str, Tensors]:
+    """Each setting's adapter through `HubClient.load` (default alphas), recording the HTTP body
+    bytes the server sent for it into `uploaded`."""
+    fetched = {}
+    for key, record in uploaded.items():
+        before = hub.wire()
+        fetched[key] = client.load(record["ref"])
+        record["wire_bytes"] = (hub.wire() - before).sent
+    return fetched
+
+
+def measure_task(bench: Bench, model: PeftModel, task: LabelTask, expert: Tensors,
+                 fetched: dict[str, Tensors], budget: Budget) -> dict[str, Any]:
+    """Base, uncompressed and every setting (alpha multiplier picked on validation)."""
+    with model.disable_adapter():
+        result: dict[str, Any] = {"base": bench.score(model, task.name, "test")}
+    set_lora(model, expert)
+    result["uncompressed"] = bench.score(model, task.name, "test")
+    result["settings"] = {}
+    for key, tensors in fetched.items():
+        validation = {}
+        for multiplier in budget.alpha_multipliers:
+            set_lora(model, tensors, multiplier)
+            validation[multiplier] = bench.score(model, task.name, "validation")
+        best = max(budget.alpha_multipliers, key=lambda m: validation[m])  # first wins ties
+        set_lora(model, tensors, best)
+        result["settings"][key] = {"validation": {f"{m:g}": a for m, a in validation.items()},
+                                   "multiplier": best,
+                                   "test": bench.score(model, task.name, "test")}
+    print(f"{task.name}: base {result['base']:.3f}, uncompressed {result['uncompressed']:.3f}, "
+          + ", ".join(f"{k} {v['test']:.3f}" for k, v in result["settings"].items()), flush=True)
+    return result
+
+
+def measure_merge(bench: Bench, model: PeftModel, variants: dict[str, list[LoraExpert]],
+                  coefficients: Sequence[float]) -> dict[str, Any]:
+    """Task arithmetic of all experts (A's with A's, B's with B's), one coefficient per variant
+    picked on the mean validation accuracy over the tasks."""
+    merged_results = {}
+    for variant, experts in variants.items():
+        validation = {}
+        for coefficient in coefficients:
+            merged = merge_lora_experts(experts, [coefficient] * len(experts),
+                                        method="task_arithmetic")
+            set_lora(model, merged.tensors)
+            validation[coefficient] = fmean(bench.score(model, t.name, "validation")
+                                            for t in bench.tasks)
+        best = max(coefficients, key=lambda c: validation[c])
+        set_lora(model, merge_lora_experts(experts, [best] * len(experts),
+                                           method="task_arithmetic").tensors)
+        merged_results[variant] = {"validation": {f"{c:g}": a for c, a in validation.items()},
+                                   "coefficient": best,
+                                   "test": {t.name: bench.score(model, t.name, "test")
+                                            for t in bench.tasks}}
+        print(f"merge {variant}: coefficient {best}, mean test "
+              f"{fmean(merged_results[variant]['test'].values()):.3f}", flush=True)
+    return merged_results
+
+
+def measure_composition(bench: Bench, client: HubClient, owner: str,
+                        variants: dict[str, dict[str, LoraExpert]], budget: Budget, seed: int
+                        ) -> dict[str, Any]:
+    """Leave each task out, retrieve others through the hub's search with its first shots,
+    and compare the top-1 expert alone with a LoraHub composition of the retrieved ones."""
+    results = {}
+    for task in bench.tasks:
+        shots = task.train[: budget.shots]
+        prompts, answers = prompts_and_answers(bench.tokenizer, task, shots)
+        hits = client.search(examples=[e.text for e in shots], base_model=BASE_MODEL,
+                             k=budget.retrieved, exclude=[f"{owner}/{task.name}"])
+        retrieved = [hit.id.split("/", 1)[1] for hit in hits]
+        loss = in_bf16(FewShotLoss.from_text(bench.tokenizer, prompts, answers, seq2seq=False))
+        results[task.name] = {"retrieved": retrieved}
+        for variant, experts in variants.items():
+            composer = LoraComposer(bench.base, [experts[name] for name in retrieved])
+            try:
+                composer.apply([1.0] + [0.0] * (len(retrieved) - 1))
+                top1 = bench.score(composer.peft_model, task.name, "test")
+                found = lorahub_search(composer, loss, budget=budget.compose_steps, seed=seed)
+                composed = bench.score(composer.peft_model, task.name, "test")
+            finally:
+                composer.peft_model.unload()
+            results[task.name][variant] = {"top1": top1, "composed": composed,
+                                           "weights": list(found.weights.values()),
+                                           "loss_before": found.loss_before,
+                                           "loss_after": found.loss_after}
+        print(f"compose {task.name} from {retrieved}: " + ", ".join(
+            f"{v} top-1 {results[task.name][v]['top1']:.3f} composed "
+            f"{results[task.name][v]['composed']:.3f}" for v in variants), flush=True)
+    return results
+
+
+def expert_variants(stored: dict[str, Tensors], fetched: dict[str, dict[str, Tensors]],
+                    per_task: dict[str, dict[str, Any]]) -> dict[str, dict[str, LoraExpert]]:
+    """The experts that merging and composition combine: the fp16 ones, and the hub's default
+    setting, each scaled by the multiplier tuned on its own task's validation split."""
+    config = lora_config_dict()
+    default = setting_key(*DEFAULT_SETTING)
+    return {
+        "uncompressed": {name: LoraExpert(name, config, {k: v.float() for k, v in t.items()})
+                         for name, t in stored.items()},
+        "compressed": {name: LoraExpert(name, config, {
+            k: v * per_task[name]["settings"][default]["multiplier"]
+            for k, v in fetched[name][default].items()}) for name in stored},
+    }
+
+
+def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int
+        ) -> dict[str, Any]:
+    """Everything, in order: experts, hub round trips, per-task settings, merging, composition."""
+    torch.manual_seed(seed)
+    tokenizer, base = load_smollm2(BENCH_DIR / ".cache")
+    tasks = load_tasks(budget.sizes, budget.tasks, seed)
+    bench = Bench(tokenizer, base, tasks, {
+        t.name: {split: encode(tokenizer, t, getattr(t, split))
+                 for split in ("train", "validation", "test")} for t in tasks})
+    folders = prepare_experts(bench, budget, experts_dir, retrain)
+    stored = {name: dict(read_adapter_folder(path).tensors) for name, path in folders.items()}
+    with running_hub(work, (work / "blobs").as_uri()) as hub, \
+            HubClient(hub.url, hub.token, work / "cache", progress=False) as client:
+        uploads = {t.name: upload_settings(client, hub.user, folders[t.name], t,
+                                           budget.settings)
+                   for t in tasks}
+        fetched = {t.name: fetch_settings(client, hub, uploads[t.name]) for t in tasks}
+        with lora_model(base) as model:
+            per_task = {t.name: measure_task(bench, model, t, stored[t.name], fetched[t.name],
+                                             budget) for t in tasks}
+            variants = expert_variants(stored, fetched, per_task)
+            merge = measure_merge(bench, model, {v: list(e.values()) for v, e in variants.items()},
+                                  budget.merge_coefficients)
+        compose = measure_composition(bench, client, hub.user, variants, budget, seed)
+    return {"budget": asdict(budget), "seed": seed,
+            "default_setting": setting_key(*DEFAULT_SETTING),
+            "tasks": {t.name: {"labels": list(t.labels), "source": t.source,
+                               "instruction": t.instruction,
+                               "splits": {s: len(getattr(t, s))
+                                          for s in ("train", "validation", "test")},
+                               "uploads": uploads[t.name], **per_task[t.name]} for t in tasks},
+            "merge": merge, "compose": compose}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse arguments, run (or read the stored results), report, print the summary last."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="2 tasks, tiny budget, temp folders")
+    mode.add_argument("--summary", action="store_true", help="summarize the stored results")
+    parser.add_argument("--train", action="store_true", help="retrain the stored experts")
+    parser.add_argument("--out", type=Path, help="results folder (default docs/results; "
+                        "--quick: a temporary folder)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    args = parser.parse_args(argv)
+    if args.summary:
+        results = json.loads(((args.out or RESULTS_DIR) / "quality.json").read_text())
+        summary = summarize(results)
+        print(json.dumps(summary))
+        return summary
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
+        scratch_dir = Path(scratch)
+        out = args.out or (scratch_dir / "results" if args.quick else RESULTS_DIR)
+        experts_dir = scratch_dir / "experts" if args.quick else EXPERTS_DIR
+        (scratch_dir / "hub").mkdir()
+        results = run(QUICK if args.quick else FULL, experts_dir, scratch_dir / "hub",
+                      retrain=args.train or args.quick, seed=args.seed)
+        results["command"] = " ".join(["python -m bench.quality",
+                                       *(sys.argv[1:] if argv is None else argv)])
+        results["wall_s"] = time.perf_counter() - start
+        summary = write_report(results, out)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""bench/quality.py: the quick run goes end to end through a real hub, the stored results
+summarize, the tasks' splits are fixed and disjoint, and what the client fetches is ComPEFT."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench.quality import EXPERTS_DIR, FULL, RESULTS_DIR, upload_settings
+from bench.quality_tasks import SplitSizes, load_tasks
+from compeft_core import compress
+from compeft_core.peft_io import read_adapter_folder
+
+SUMMARY_KEYS = {"tasks", "base_acc", "uncompressed_acc", "compressed_acc",
+                "compressed_over_uncompressed", "merge_compressed_acc", "merge_uncompressed_acc",
+                "compose_compressed_acc", "compose_uncompressed_acc"}
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def _last_json_line(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _assert_accuracies(summary: dict) -> None:
+    assert set(summary) == SUMMARY_KEYS
+    for key, value in summary.items():
+        if key.endswith("_acc"):
+            assert 0.0 <= value <= 1.0, key
+
+
+@pytest.mark.slow
+def test_quick_run_trains_uploads_measures_and_reports(tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "bench.quality", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, check=True,
+                          env={**os.environ, **ENV})
+    summary = _last_json_line(done.stdout)
+    _assert_accuracies(summary)
+    assert summary["tasks"] == 2
+    results = json.loads((out / "quality.json").read_text())
+    for task in results["tasks"].values():
+        (upload,) = task["uploads"].values()
+        # density 0.1: the entropy bound is 0.569 bits/param, 28x below fp16; headers cost a bit
+        assert upload["original_bytes"] / upload["blob_bytes"] > 20
+        # the fetch also reads the revision's JSON (config, sample inputs): a few KB
+        assert upload["blob_bytes"] <= upload["wire_bytes"] < upload["blob_bytes"] + 16384
+    assert {p.name for p in out.iterdir()} == {"quality.json", "accuracy_vs_bits.png",
+                                              "composition.png"}
+    assert "## 3. Composition on an unseen task" in out.with_suffix(".md").read_text()
+
+
+def test_summary_of_the_stored_results_is_the_last_line():
+    if not (RESULTS_DIR / "quality.json").is_file():
+        pytest.skip("no stored results yet: run `python -m bench.quality`")
+    done = subprocess.run([sys.executable, "-m", "bench.quality", "--summary"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    summary = _last_json_line(done.stdout)
+    _assert_accuracies(summary)
+    assert summary["tasks"] >= 8
+
+
+def test_tasks_have_fixed_disjoint_balanced_splits():
+    tasks = load_tasks(FULL.sizes)
+    assert len(tasks) >= 8
+    for task in tasks:
+        splits = [{e.text for e in split} for split in (task.train, task.validation, task.test)]
+        assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+        assert len(task.test) == FULL.sizes.test and len(task.validation) == FULL.sizes.validation
+        counts = [sum(e.label == label for e in task.test) for label in task.labels]
+        assert max(counts) - min(counts) <= 1, (task.name, counts)
+    assert load_tasks(FULL.sizes, ("news-outlet",)) == load_tasks(FULL.sizes, ("news-outlet",))
+
+
+def test_settings_fetched_through_the_client_are_compeft_of_the_stored_adapter(hub_client):
+    (task,) = load_tasks(SplitSizes(train=20, validation=0, test=0), ("news-outlet",))
+    folder = EXPERTS_DIR / task.name
+    settings = [(0.1, "tensor"), (0.05, "global")]
+    uploaded = upload_settings(hub_client, "alice", folder, task, settings)
+    stored = read_adapter_folder(folder).tensors
+    for density, scope in settings:
+        record = uploaded[f"{scope}@{density:g}"]
+        assert record["original_bytes"] == (folder / "adapter_model.safetensors").stat().st_size
+        fetched = hub_client.load(record["ref"])
+        expected = compress(stored, density, scope).decompress(dtype=torch.float32)
+        assert fetched.keys() == expected.keys()
+        for name, tensor in expected.items():
+            assert torch.equal(fetched[name], tensor), name
+        doubled = hub_client.load(record["ref"], alpha=2.0)
+        local = compress(stored, density, scope).decompress(alpha=2.0, dtype=torch.float32)
+        assert all(torch.equal(doubled[n], local[n]) for n in local)
