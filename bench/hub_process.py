@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -154,36 +155,42 @@ def running_hub(
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     sock.close()
     try:
-        _wait_until_ready(process, url)
+        wait_until_healthy(process, url, START_TIMEOUT_S)
         yield RunningHub(url, user, token)
     except BaseException:
         print(f"the hub's log ({log_path}), last lines:\n{_tail(log_path)}", file=sys.stderr)
         raise
     finally:
-        _stop(process)
+        stop_process(process)
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+    """Return once `url`/healthz answers 200; RuntimeError if the process exits or time runs out.
+
+    The app loads its search index before it answers, which takes seconds on a busy machine.
+    """
+    deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"the hub exited during startup with status {process.returncode}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=5.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the hub at {url} did not answer within {START_TIMEOUT_S} s")
+            raise RuntimeError(f"the hub at {url} did not answer within {timeout_s} s")
         time.sleep(0.2)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (uvicorn finishes what is in flight and exits), SIGKILL after STOP_GRACE_S."""
+def stop_process(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM,
+                 grace_s: float = STOP_GRACE_S) -> None:
+    """Send `sig` (SIGTERM: uvicorn finishes what is in flight and exits), SIGKILL after
+    `grace_s` seconds."""
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(sig)
         try:
-            process.wait(STOP_GRACE_S)
+            process.wait(grace_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
