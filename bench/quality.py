@@ -28,6 +28,7 @@ the last line printed is one JSON object (the summary).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import tempfile
@@ -63,6 +64,7 @@ from bench.quality_train import (
     train_lora,
 )
 from bench.smollm2 import load_smollm2
+from compeft_core import compress
 from compeft_core.compose import LoraComposer
 from compeft_core.fewshot import FewShotLoss
 from compeft_core.lora_expert import LoraExpert
@@ -74,7 +76,8 @@ from registry.client import HubClient
 BENCH_DIR = Path(__file__).resolve().parent
 EXPERTS_DIR = BENCH_DIR / "quality_experts"
 RESULTS_DIR = BENCH_DIR.parent / "docs" / "results"
-DEFAULT_SETTING = (0.1, "tensor")  # compeft_core.compress's defaults
+_COMPRESS_DEFAULTS = inspect.signature(compress).parameters
+DEFAULT_SETTING = (_COMPRESS_DEFAULTS["density"].default, _COMPRESS_DEFAULTS["scope"].default)
 Tensors = dict[str, torch.Tensor]
 
 
@@ -207,16 +210,15 @@ def measure_merge(bench: Bench, model: PeftModel, variants: dict[str, list[LoraE
     picked on the mean validation accuracy over the tasks."""
     merged_results = {}
     for variant, experts in variants.items():
+        merged = {c: merge_lora_experts(experts, [c] * len(experts), method="task_arithmetic")
+                  for c in coefficients}
         validation = {}
         for coefficient in coefficients:
-            merged = merge_lora_experts(experts, [coefficient] * len(experts),
-                                        method="task_arithmetic")
-            set_lora(model, merged.tensors)
+            set_lora(model, merged[coefficient].tensors)
             validation[coefficient] = fmean(bench.score(model, t.name, "validation")
                                             for t in bench.tasks)
         best = max(coefficients, key=lambda c: validation[c])
-        set_lora(model, merge_lora_experts(experts, [best] * len(experts),
-                                           method="task_arithmetic").tensors)
+        set_lora(model, merged[best].tensors)
         merged_results[variant] = {"validation": {f"{c:g}": a for c, a in validation.items()},
                                    "coefficient": best,
                                    "test": {t.name: bench.score(model, t.name, "test")

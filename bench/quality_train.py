@@ -21,7 +21,7 @@ from peft.utils.save_and_load import get_peft_model_state_dict, set_peft_model_s
 from transformers import PreTrainedModel
 
 from bench.quality_tasks import Encoded
-from compeft_core.fewshot import IGNORE_INDEX, pad_rows
+from compeft_core.fewshot import IGNORE_INDEX, causal_lm_batch, pad_rows
 from compeft_core.peft_io import write_adapter_folder
 
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -71,14 +71,13 @@ def train_lora(base: PreTrainedModel, data: Encoded, *, steps: int, batch_size: 
     try:
         for _ in range(steps):
             rows = next(order)
-            sequences = [data.prompts[i] + data.answers[i] for i in rows]
-            labels = [[IGNORE_INDEX] * len(data.prompts[i]) + data.answers[i] for i in rows]
+            batch = causal_lm_batch([data.prompts[i] for i in rows],
+                                    [data.answers[i] for i in rows], pad_token_id)
             with _autocast():
-                logits = model(input_ids=pad_rows(sequences, pad_token_id),
-                               attention_mask=pad_rows([[1] * len(s) for s in sequences], 0)
-                               ).logits[:, :-1]
+                logits = model(input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"]).logits[:, :-1]
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   pad_rows(labels, IGNORE_INDEX)[:, 1:].reshape(-1),
+                                   batch["labels"][:, 1:].reshape(-1),
                                    ignore_index=IGNORE_INDEX)
             loss.backward()
             optimizer.step()

@@ -25,6 +25,33 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows])
 
 
+def tokenize_examples(
+    tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], outputs: Sequence[str], *,
+    seq2seq: bool,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, answer ids): the answer is tokenized on its own, plus EOS for causal LMs.
+
+    Seq2seq tokenizers (T5) add EOS to the answer themselves; causal LM tokenizers add BOS (if
+    any) to the prompt only, so the answer tokens are the same whatever the prompt.
+    """
+    prompts = [tokenizer(text)["input_ids"] for text in inputs]
+    if seq2seq:
+        return prompts, [tokenizer(text)["input_ids"] for text in outputs]
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    return prompts, [tokenizer(text, add_special_tokens=False)["input_ids"] + eos
+                     for text in outputs]
+
+
+def causal_lm_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                    pad_token_id: int) -> dict[str, torch.Tensor]:
+    """A causal LM batch of prompt + answer sequences; only answer positions carry labels."""
+    sequences = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
+    labels = [[IGNORE_INDEX] * len(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
+    return {"input_ids": pad_rows(sequences, pad_token_id),
+            "attention_mask": pad_rows([[1] * len(s) for s in sequences], 0),
+            "labels": pad_rows(labels, IGNORE_INDEX)}
+
+
 class FewShotLoss:
     """Mean answer-token cross-entropy of a model on a few (prompt, answer) examples.
 
@@ -52,18 +79,9 @@ class FewShotLoss:
         cls, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], outputs: Sequence[str], *,
         seq2seq: bool, batch_size: int | None = None,
     ) -> FewShotLoss:
-        """Tokenize examples: the answer is tokenized on its own, plus EOS for causal LMs.
-
-        Seq2seq tokenizers (T5) add EOS to the answer themselves; causal LM tokenizers add BOS (if
-        any) to the prompt only, so the answer tokens are the same whatever the prompt.
-        """
-        prompts = [tokenizer(text)["input_ids"] for text in inputs]
-        if seq2seq:
-            answers = [tokenizer(text)["input_ids"] for text in outputs]
-        else:
-            eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-            answers = [tokenizer(text, add_special_tokens=False)["input_ids"] + eos
-                       for text in outputs]
+        """The loss of text examples, tokenized by `tokenize_examples`; padded with the pad
+        token (or EOS)."""
+        prompts, answers = tokenize_examples(tokenizer, inputs, outputs, seq2seq=seq2seq)
         pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None),
                    0)
         return cls(prompts, answers, seq2seq=seq2seq, pad_token_id=pad, batch_size=batch_size)
@@ -74,11 +92,7 @@ class FewShotLoss:
             return {"input_ids": pad_rows(prompts, pad_token_id),
                     "attention_mask": pad_rows([[1] * len(p) for p in prompts], 0),
                     "labels": pad_rows(answers, IGNORE_INDEX)}
-        sequences = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
-        labels = [[IGNORE_INDEX] * len(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
-        return {"input_ids": pad_rows(sequences, pad_token_id),
-                "attention_mask": pad_rows([[1] * len(s) for s in sequences], 0),
-                "labels": pad_rows(labels, IGNORE_INDEX)}
+        return causal_lm_batch(prompts, answers, pad_token_id)
 
     @property
     def num_tokens(self) -> int:
