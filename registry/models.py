@@ -6,7 +6,9 @@ Invariants the rest of the code relies on:
 - `(expert_id, number)` is unique, so two concurrent commits cannot both take the same number;
 - at most one live (not soft-deleted) expert per `(owner, name)`; a deleted name can be reused;
 - every transaction that changes what search can find (an upload, a delete, a re-embedding) bumps
-  `index_state.version` and logs the experts it touched in `index_changes` under that version.
+  `index_state.version` and logs the experts it touched in `index_changes` under that version;
+- a blob is deleted only by a transaction that holds its `blob_claims` row locked and sees no
+  revision referencing it and no writer between its put and its commit (`registry.blob_claims`).
 """
 
 from __future__ import annotations
@@ -245,3 +247,19 @@ class IndexChange(Base):
 
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), primary_key=True)
+
+
+class BlobClaim(Base):
+    """The writers of one blob that have put it (or are about to) and not yet committed or given up.
+
+    Content addressing lets uploads of the same bytes share a blob, so "is this blob still needed"
+    is a question about other requests and processes. Its row is the lock that orders every writer
+    against every deleter: see `registry.blob_claims`. `claimed_at` is the latest claim, so a
+    count left behind by a killed process is recognised as stale once it is old.
+    """
+
+    __tablename__ = "blob_claims"
+
+    sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH), primary_key=True)
+    writers: Mapped[int] = mapped_column(default=0)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
