@@ -7,7 +7,9 @@ hashed: one whose bytes no longer hash to its key (content addressing) is corrup
 missing. Repair deletes orphans, partial writes and corrupt blobs and flags dangling revisions
 `blob_missing` (downloads then explain the loss), and clears the flag when a blob came back (the
 same content uploaded again). An upload in flight has put its blob but not committed its row yet:
-run `--repair` while no upload is running, or it may delete that blob.
+its claim (`registry.blob_claims`) keeps that blob out of the orphans, and repair deletes each
+orphan under the same lock as uploads, so it is safe while uploads run. Only the removal of
+partial writes assumes that no put is running (a running put would fail with 503, losing nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from registry.models import Expert, Revision, User
+from registry.blob_claims import CLAIM_TTL, delete_if_unclaimed
+from registry.models import BlobClaim, Expert, Revision, User, utc_now
 from storage import BlobStore
 
 
@@ -37,6 +40,7 @@ class FsckReport:
 
     dangling: list[DanglingRevision] = field(default_factory=list)
     orphan_blobs: list[str] = field(default_factory=list)
+    in_flight_blobs: list[str] = field(default_factory=list)  # put, their commit still to come
     corrupt_blobs: list[str] = field(default_factory=list)
     abandoned_writes: list[str] = field(default_factory=list)
     deleted_orphans: int = 0
@@ -66,26 +70,31 @@ def fsck(
         .join(Expert.owner)
         .order_by(Revision.id)
     ).all()
+    claimed = _claimed_blobs(session)
     stored = set(store.keys())
     corrupt = sorted(key for key in stored if not _intact(store, key)) if verify else []
     intact = stored - set(corrupt)
+    unreferenced = intact - {row.blob_sha256 for row in rows}
     report = FsckReport(
         dangling=[
             DanglingRevision(f"{row.owner}/{row.name}", row.number, row.blob_sha256)
             for row in rows
             if row.blob_sha256 not in intact
         ],
-        orphan_blobs=sorted(intact - {row.blob_sha256 for row in rows}),
+        orphan_blobs=sorted(unreferenced - claimed),
+        in_flight_blobs=sorted(unreferenced & claimed),
         corrupt_blobs=corrupt,
         abandoned_writes=store.abandoned_writes(),
     )
     if not repair:
         return report
-    for key in report.orphan_blobs + report.corrupt_blobs:
+    report.deleted_orphans = sum(
+        delete_if_unclaimed(session, store, key) for key in report.orphan_blobs
+    )
+    for key in report.corrupt_blobs:
         store.delete(key)
     for name in report.abandoned_writes:
         store.remove_abandoned_write(name)
-    report.deleted_orphans = len(report.orphan_blobs)
     report.deleted_corrupt = len(report.corrupt_blobs)
     report.deleted_abandoned = len(report.abandoned_writes)
     lost = [row.id for row in rows if row.blob_sha256 not in intact and not row.blob_missing]
@@ -94,6 +103,17 @@ def fsck(
     report.marked_present = _set_blob_missing(session, back, missing=False)
     session.commit()
     return report
+
+
+def _claimed_blobs(session: Session) -> set[str]:
+    """Blobs that an upload has claimed recently and not committed or given up yet."""
+    return set(
+        session.scalars(
+            select(BlobClaim.sha256).where(
+                BlobClaim.writers > 0, BlobClaim.claimed_at > utc_now() - CLAIM_TTL
+            )
+        )
+    )
 
 
 def _intact(store: BlobStore, key: str) -> bool:

@@ -1,9 +1,11 @@
-"""Put the blob, then commit the revision row: the one write path of the registry.
+"""Claim the blob, put it, then commit the revision row: the one write path of the registry.
 
 Guarantees:
 - a committed revision always points at a blob that was stored before the commit;
-- a failed commit removes the blob it wrote, unless a committed revision references the same
-  content (content addressing: the blob is shared, not ours to delete);
+- an upload naming a `parent_revision` that is not the latest fails before any byte is stored,
+  and again at commit if another upload came first meanwhile (compare-and-swap);
+- a failed commit removes the blob it wrote only when no committed revision references the same
+  content and no other upload is between its put and its commit (`registry.blob_claims`);
 - revision numbers per expert are 1, 2, 3...: the expert row's counter is incremented by an
   UPDATE in the committing transaction, so concurrent uploads serialize on it instead of racing;
 - the revision, its task embedding and the search index's change record commit together.
@@ -12,12 +14,12 @@ Guarantees:
 from __future__ import annotations
 
 import io
-import logging
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from registry import blob_claims
 from registry.embeddings import TaskEmbedding
 from registry.errors import ConflictError
 from registry.ids import ExpertId
@@ -26,9 +28,27 @@ from registry.ingest import CompressedUpload
 from registry.models import Expert, Revision, RevisionTag, User
 from storage import BlobStore
 
-logger = logging.getLogger(__name__)
-
 COMMIT_ATTEMPTS = 3
+
+
+def check_parent_revision(session: Session, expert_id: ExpertId, parent: int | None) -> None:
+    """Refuse early (ConflictError) an upload whose `parent_revision` is already not the latest.
+
+    Ends its read transaction, so no connection is held while the caller compresses.
+    """
+    if parent is None:
+        return
+    latest = session.scalar(
+        select(Expert.latest_revision)
+        .join(Expert.owner)
+        .where(
+            User.name == expert_id.owner,
+            Expert.name == expert_id.name,
+            Expert.deleted_at.is_(None),
+        )
+    )
+    session.rollback()
+    _check_parent(parent, expert_id, latest=latest or 0)
 
 
 def publish_revision(
@@ -41,19 +61,19 @@ def publish_revision(
     embedding: TaskEmbedding,
 ) -> Revision:
     """Store `upload.blob` and commit its revision under `expert_id`, creating the expert."""
-    store.put_stream(
-        upload.blob_sha256,
-        io.BytesIO(upload.blob),
-        sha256=upload.blob_sha256,
-        size=len(upload.blob),
-    )
+    blob_claims.claim(session, upload.blob_sha256)
     try:
+        store.put_stream(
+            upload.blob_sha256,
+            io.BytesIO(upload.blob),
+            sha256=upload.blob_sha256,
+            size=len(upload.blob),
+        )
         return _commit_revision(
             session, expert_id=expert_id, owner=owner, upload=upload, embedding=embedding
         )
     except BaseException:
-        session.rollback()
-        _delete_blob_unless_referenced(session, store, upload.blob_sha256)
+        blob_claims.abandon(session, store, upload.blob_sha256)
         raise
 
 
@@ -78,10 +98,11 @@ def _commit_revision(
             if number is None:  # deleted meanwhile: the next attempt creates a new expert
                 session.rollback()
                 continue
-            _check_parent(upload, expert_id, latest=number - 1)
+            _check_parent(upload.metadata.parent_revision, expert_id, latest=number - 1)
             revision = _revision_row(upload, expert=expert, number=number)
             revision.embedding = embedding.row()
             session.add(revision)
+            blob_claims.release(session, upload.blob_sha256)
             record_changes(session, [expert.id])
             session.commit()
             return revision
@@ -103,9 +124,8 @@ def _live_expert_or_new(session: Session, *, expert_id: ExpertId, owner: User) -
     return expert
 
 
-def _check_parent(upload: CompressedUpload, expert_id: ExpertId, *, latest: int) -> None:
+def _check_parent(parent: int | None, expert_id: ExpertId, *, latest: int) -> None:
     """Compare-and-swap: an upload naming its parent revision fails if another one came first."""
-    parent = upload.metadata.parent_revision
     if parent is not None and parent != latest:
         raise ConflictError(
             f"parent_revision is {parent} but the latest revision of {expert_id} is {latest}; "
@@ -140,17 +160,3 @@ def _revision_row(upload: CompressedUpload, *, expert: Expert, number: int) -> R
         sample_inputs=upload.metadata.sample_inputs,
         tags=[RevisionTag(tag=tag) for tag in upload.metadata.tags],
     )
-
-
-def _blob_is_referenced(session: Session, sha256: str) -> bool:
-    """True when a committed revision (of any expert, deleted or not) points at the blob."""
-    return bool(session.scalar(select(exists().where(Revision.blob_sha256 == sha256))))
-
-
-def _delete_blob_unless_referenced(session: Session, store: BlobStore, sha256: str) -> None:
-    """Undo the put of a failed commit; a failure here is logged (fsck finds the orphan)."""
-    try:
-        if not _blob_is_referenced(session, sha256):
-            store.delete(sha256)
-    except Exception:
-        logger.exception("could not remove blob %s after a failed commit", sha256)

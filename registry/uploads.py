@@ -22,7 +22,7 @@ from registry.events import RegistryListener, RevisionCommitted, notify
 from registry.ids import ExpertId
 from registry.ingest import compress_upload, parse_metadata
 from registry.models import Revision
-from registry.publish import publish_revision
+from registry.publish import check_parent_revision, publish_revision
 from registry.schemas import RevisionCreated
 from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload, UploadLimits, receive_upload
@@ -65,14 +65,15 @@ def _compress_and_publish(
     received: ReceivedUpload, *, expert_id: ExpertId, caller: Caller, services: UploadServices
 ) -> RevisionCreated:
     settings = services.settings
+    metadata = parse_metadata(received.metadata_path)
+    check_parent_revision(services.session, expert_id, metadata.parent_revision)
     upload = compress_upload(
         received,
-        parse_metadata(received.metadata_path),
+        metadata,
         default_density=settings.default_density,
         default_scope=settings.default_scope,
         max_tensors=settings.max_tensors,
     )
-    metadata = upload.metadata
     [embedding] = embed_tasks(
         services.embedder, [(metadata.task_description, metadata.sample_inputs)]
     )
