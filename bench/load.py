@@ -253,6 +253,8 @@ def run(total: int, database_server: str, folder: Path) -> dict[str, Any]:
             "COMPEFT_HUB_DATA_DIR": str(folder / "data"),
             "COMPEFT_HUB_DATABASE_URL": database_url,
             "COMPEFT_HUB_BLOB_STORE_URL": blob_store_url,
+            # The simulated users all come from 127.0.0.1; real ones each have their address.
+            "COMPEFT_HUB_REQUESTS_PER_MINUTE": "0",
         }
         users = create_clients(database_url, CLIENTS)
         servers = [ApiProcess(environment, folder / f"api-{n}.log") for n in range(2)]

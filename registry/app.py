@@ -7,6 +7,7 @@ The search index is built from SQL when the app starts serving (its lifespan), n
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -14,10 +15,11 @@ from importlib.metadata import version
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from registry.body_limit import BodyLimit
 from registry.database import create_db_engine, create_session_factory
 from registry.events import RegistryListener
 from registry.http_errors import install_error_handlers
-from registry.rate_limits import WriteRateLimiter
+from registry.rate_limits import RateLimiter
 from registry.routes import api_router
 from registry.schema import prepare_schema
 from registry.search import ExpertSearch
@@ -25,6 +27,13 @@ from registry.settings import Settings
 from registry.web import mount_web_ui
 from retrieval import IndexConfig, TaskEmbedder
 from storage import open_blob_store
+
+_UPLOAD_PATH = re.compile(r"/api/v1/experts/[^/]+/[^/]+/revisions/?")
+
+
+def is_upload(method: str, path: str) -> bool:
+    """Uploads stream their body under their own limit (`max_upload_bytes`)."""
+    return method == "POST" and _UPLOAD_PATH.fullmatch(path) is not None
 
 
 def create_app(
@@ -68,8 +77,12 @@ def create_app(
     app.state.blob_store = blob_store
     app.state.search = search
     app.state.listeners = tuple(listeners)
-    app.state.write_limiter = WriteRateLimiter(settings.writes_per_minute, settings.write_burst)
+    app.state.write_limiter = RateLimiter(settings.writes_per_minute, settings.write_burst)
+    app.state.address_limiter = RateLimiter(
+        settings.requests_per_minute, settings.request_burst, what="requests from your address"
+    )
     install_error_handlers(app)
     app.include_router(api_router)
     mount_web_ui(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, exempt=is_upload)
     return app

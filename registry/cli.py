@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -16,13 +17,22 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from registry.accounts import create_token, create_user
+from registry.accounts import (
+    MAX_TOKEN_DAYS,
+    create_token,
+    create_user,
+    expiry_after,
+    format_utc,
+    list_tokens,
+    revoke_token,
+)
 from registry.app import create_app
 from registry.client_cli import register as register_client_commands
 from registry.database import create_db_engine, create_session_factory
 from registry.embeddings import reembed as reembed_experts
 from registry.errors import RegistryError
 from registry.fsck import fsck as run_fsck
+from registry.models import ApiToken, utc_now
 from registry.schema import current_revisions, prepare_schema, upgrade_schema
 from registry.settings import Settings
 from retrieval import TaskEmbedder
@@ -36,7 +46,11 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage users (each user owns the experts under its name).")
-token_app = typer.Typer(help="Manage API tokens (sent as `Authorization: Bearer <token>`).")
+token_app = typer.Typer(
+    help="Manage API tokens (sent as `Authorization: Bearer <token>`): create, list, revoke. "
+    "These act on the configured database as an operator; a user can do the same over HTTP "
+    "under /api/v1/tokens."
+)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user", no_args_is_help=True)
 app.add_typer(token_app, name="token", no_args_is_help=True)
@@ -112,13 +126,81 @@ def token_create(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="The token can read but not upload or delete.")
     ] = False,
+    expires_in_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expires-in-days",
+            min=1,
+            max=MAX_TOKEN_DAYS,
+            help="Refuse the token after this many days [default: never expires].",
+            show_default=False,
+        ),
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="A label to tell tokens apart in `token list`, e.g. laptop or ci.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a token for an existing user and print it (shown only this once)."""
     user_name = name or user
     if user_name is None:
         raise typer.BadParameter("give the user name: `token create NAME` or `--user NAME`")
     with _reported_errors(), _session(Settings()) as session:
-        typer.echo(create_token(session, user_name=user_name, read_only=read_only))
+        token = create_token(
+            session,
+            user_name=user_name,
+            read_only=read_only,
+            expires_at=expiry_after(expires_in_days),
+            name=label,
+        )
+        typer.echo(token)
+
+
+def _token_state(row: ApiToken, now: datetime) -> str:
+    """`revoked ...`, `expired ...`, `expires ...` or `no expiry`: what a refusal would say."""
+    if row.revoked_at is not None:
+        return f"revoked {format_utc(row.revoked_at)}"
+    if row.expires_at is None:
+        return "no expiry"
+    return f"{'expired' if row.expires_at <= now else 'expires'} {format_utc(row.expires_at)}"
+
+
+@token_app.command("list")
+def token_list(name: Annotated[str, typer.Argument(help="User name.", show_default=False)]) -> None:
+    """List a user's tokens, one a line (never their secrets): lookup id, read-write or
+    read-only, created, revoked / expired / expires, name."""
+    with _reported_errors(), _session(Settings()) as session:
+        rows = list_tokens(session, user_name=name)
+        now = utc_now()
+        for row in rows:
+            access = "read-only" if row.read_only else "read-write"
+            typer.echo(
+                f"{row.lookup_id}  {access:<10}  created {format_utc(row.created_at)}  "
+                f"{_token_state(row, now):<28}  {row.name or ''}".rstrip()
+            )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    lookup_id: Annotated[
+        str,
+        typer.Argument(
+            help="The token's lookup id: the hex part after `chub_`, as `token list` shows it.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Revoke a token for good: every request with it is refused (401) from now on.
+
+    Revoking a revoked token again changes nothing.
+    """
+    with _reported_errors(), _session(Settings()) as session:
+        row = revoke_token(session, lookup_id)
+        typer.echo(f"token {row.lookup_id} of {row.user.name}: {_token_state(row, utc_now())}")
 
 
 @app.command()
@@ -128,7 +210,8 @@ def fsck(
         typer.Option(
             "--repair",
             help="Delete orphan, corrupt and partially written blobs and flag revisions whose "
-            "blob is missing. Run it while no upload is in progress.",
+            "blob is missing. Safe while uploads run, except that a put interrupted by it must "
+            "be retried.",
         ),
     ] = False,
     verify: Annotated[
@@ -153,6 +236,7 @@ def fsck(
         typer.echo(f"  {row.expert} revision {row.revision}: blob {row.blob_sha256}")
     for what, names in (
         ("blobs no revision references", report.orphan_blobs),
+        ("blobs of uploads still in flight (kept)", report.in_flight_blobs),
         ("blobs whose bytes do not hash to their key", report.corrupt_blobs),
         ("partial writes of interrupted uploads", report.abandoned_writes),
     ):

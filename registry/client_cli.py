@@ -1,4 +1,5 @@
-"""The client half of `compeft-hub`: upload, pull, export, search, merge and compose experts.
+"""The client half of `compeft-hub`: upload, pull, export, search, merge and compose experts;
+whoami.
 
 Each command is a thin shell over `registry.client`: it builds a HubClient from the options (or
 COMPEFT_HUB_ENDPOINT / COMPEFT_HUB_TOKEN / COMPEFT_HUB_CACHE), calls it, and prints. Results go to
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from registry.accounts import format_utc
 from registry.client import HubClient, HubError
 from registry.client.settings import DEFAULT_ENDPOINT
 from retrieval import MAX_QUERY_EXAMPLES
@@ -256,7 +258,22 @@ def compose(
     console.print(f"wrote {out}")
 
 
+def whoami(endpoint: Endpoint = None, token: Token = None) -> None:
+    """Print the user the token belongs to, then the token: lookup id, access, expiry.
+
+    Fails (exit 1) with the hub's reason when the token is unknown, revoked or expired.
+    """
+    with _reported_errors(), _client(endpoint, token) as client:
+        me = client.whoami()
+    info = me.token
+    access = "read-only" if info.read_only else "read-write"
+    expiry = "no expiry" if info.expires_at is None else f"expires {format_utc(info.expires_at)}"
+    label = "" if info.name is None else f" {info.name!r}"
+    typer.echo(me.user)
+    typer.echo(f"token {info.lookup_id}{label}: {access}, {expiry}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `compeft-hub` app."""
-    for command in (upload, pull, export, search, merge, compose):
+    for command in (upload, pull, export, search, merge, compose, whoami):
         app.command()(command)

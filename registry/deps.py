@@ -17,7 +17,7 @@ from registry.accounts import Caller, authenticate
 from registry.errors import AuthenticationError
 from registry.events import RegistryListener
 from registry.ids import ExpertId
-from registry.rate_limits import WriteRateLimiter
+from registry.rate_limits import RateLimiter
 from registry.search import ExpertSearch
 from registry.settings import Settings
 from retrieval import TaskEmbedder
@@ -79,12 +79,18 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 def get_writer(request: Request, caller: CallerDep) -> Caller:
     """The caller of a write, counted against its token's rate limit (429 when exhausted)."""
-    limiter: WriteRateLimiter = request.app.state.write_limiter
+    limiter: RateLimiter = request.app.state.write_limiter
     limiter.take(caller.token_id)
     return caller
 
 
 WriterDep = Annotated[Caller, Depends(get_writer)]
+
+
+def count_request_of_address(request: Request) -> None:
+    """Count the request against its client address's rate limit (429 when exhausted)."""
+    limiter: RateLimiter = request.app.state.address_limiter
+    limiter.take(request.client.host if request.client else "unknown")
 
 
 def get_expert_id(

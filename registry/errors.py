@@ -58,6 +58,11 @@ class RangeNotSatisfiableError(RegistryError):
         self.size = size
 
 
+class CorruptRecordError(RegistryError):
+    """A stored row cannot be answered as the API promises (a non-finite number written before
+    uploads refused them); answered 500 with this message, and left out of search results."""
+
+
 class SchemaOutOfDateError(RegistryError):
     """The database schema is not the one this code expects; raised before the server starts."""
 

@@ -20,6 +20,7 @@ from compeft_core.errors import CompeftError
 from registry.errors import (
     AuthenticationError,
     ConflictError,
+    CorruptRecordError,
     InvalidMetadataError,
     InvalidRequestError,
     NotFoundError,
@@ -50,6 +51,7 @@ STATUS_BY_FAMILY: dict[type[Exception], int] = {
     CompeftError: 422,
     RetrievalError: 422,
     DataError: 400,
+    CorruptRecordError: 500,
     StorageError: 503,
     OperationalError: 503,
     PoolTimeoutError: 503,

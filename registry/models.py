@@ -42,6 +42,7 @@ SHA256_HEX_LENGTH = 64
 TAG_LENGTH = 64
 BASE_MODEL_LENGTH = 512
 EMBEDDER_LENGTH = 128
+TOKEN_NAME_LENGTH = 64
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -91,7 +92,11 @@ class User(Base):
 
 
 class ApiToken(Base):
-    """A bearer token, stored as a salted hash; `lookup_id` is the public part used to find it."""
+    """A bearer token, stored as a salted hash; `lookup_id` is the public part used to find it.
+
+    A token is refused once `revoked_at` is set or `expires_at` has passed; the row stays, so
+    `token list` can say what happened to it and the lookup id is never handed out again.
+    """
 
     __tablename__ = "api_tokens"
 
@@ -101,7 +106,10 @@ class ApiToken(Base):
     salt: Mapped[str] = mapped_column(String(64))
     secret_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH))
     read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(TOKEN_NAME_LENGTH), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     user: Mapped[User] = relationship(back_populates="tokens")
 

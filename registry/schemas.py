@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from math import isfinite
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
+from registry.errors import CorruptRecordError
 from registry.models import BASE_MODEL_LENGTH, TAG_LENGTH, Expert, Revision
 from retrieval import MAX_K, MAX_QUERY_EXAMPLES
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SQL_INTEGER_MAX = 2**31 - 1  # SQL INTEGER columns are 32-bit on PostgreSQL
+# Every float the API answers: JSON has no infinity or NaN (pydantic would write `null`, which
+# breaks the schema and every client), so a row holding one is refused when converted.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def _without_control_characters(text: str) -> str:
@@ -65,11 +74,17 @@ class UploadMetadata(BaseModel):
         default=None, description="Top-k and sigma per tensor or over all tensors."
     )
     alpha: float | None = Field(
-        default=None, description="Default alpha stored in the blob; unset: the L2-optimal one."
+        default=None,
+        gt=0.0,
+        le=FLOAT32_MAX,
+        allow_inf_nan=False,
+        description="Default alpha stored in the blob (a positive float32); unset: the L2-optimal "
+        "one.",
     )
     parent_revision: int | None = Field(
         default=None,
         ge=0,
+        le=SQL_INTEGER_MAX,
         description="Refuse (409) unless this is the expert's latest revision (0: a new expert).",
     )
 
@@ -78,20 +93,13 @@ class UploadMetadata(BaseModel):
     def _unique_tags(cls, tags: list[str]) -> list[str]:
         return sorted(set(tags))
 
-    @field_validator("alpha")
-    @classmethod
-    def _finite_alpha(cls, alpha: float | None) -> float | None:
-        if alpha is not None and not isfinite(alpha):
-            raise ValueError("alpha must be a finite number")
-        return alpha
-
 
 class Summary(BaseModel):
     """min / mean / max of a per-tensor quantity."""
 
-    min: float
-    mean: float
-    max: float
+    min: FiniteFloat
+    mean: FiniteFloat
+    max: FiniteFloat
 
 
 class RevisionCreated(BaseModel):
@@ -102,10 +110,10 @@ class RevisionCreated(BaseModel):
     blob_sha256: str
     original_bytes: int = Field(description="Size of the uploaded adapter_model.safetensors.")
     blob_bytes: int
-    compression_ratio: float
-    bits_per_param: float
+    compression_ratio: FiniteFloat
+    bits_per_param: FiniteFloat
     num_params: int
-    density: float
+    density: FiniteFloat
     scope: str
 
 
@@ -120,7 +128,7 @@ class RevisionSummary(BaseModel):
     tags: list[str]
     blob_sha256: str
     blob_bytes: int
-    density: float
+    density: FiniteFloat
     scope: str
 
     @classmethod
@@ -135,12 +143,12 @@ class RevisionDetail(RevisionSummary):
     original_bytes: int
     original_dtype: str
     num_params: int
-    compression_ratio: float
-    bits_per_param: float
+    compression_ratio: FiniteFloat
+    bits_per_param: FiniteFloat
     sigma: Summary
     default_alpha: Summary
     rank: int | None
-    lora_alpha: float | None
+    lora_alpha: FiniteFloat | None
     target_modules: list[str]
     adapter_config: dict[str, Any]
     sample_inputs: list[str]
@@ -148,6 +156,18 @@ class RevisionDetail(RevisionSummary):
 
     @classmethod
     def from_row(cls, row: Revision) -> RevisionDetail:
+        """The revision as answered; CorruptRecordError when a stored number is not finite."""
+        try:
+            return cls._from_row(row)
+        except ValidationError as exc:
+            raise CorruptRecordError(
+                f"revision {row.number} of {row.expert.owner.name}/{row.expert.name} holds "
+                f"values the API cannot answer ({exc.error_count()} non-finite numbers stored "
+                "before uploads refused them); its owner should upload the adapter again"
+            ) from exc
+
+    @classmethod
+    def _from_row(cls, row: Revision) -> RevisionDetail:
         return cls(
             **_summary_fields(row),
             id=f"{row.expert.owner.name}/{row.expert.name}",
@@ -278,7 +298,7 @@ class SearchResult(BaseModel):
     """One expert found, with its latest revision as `GET .../revisions/latest` shows it."""
 
     id: str
-    score: float = Field(description="Cosine similarity of the query and the expert's task.")
+    score: FiniteFloat = Field(description="Cosine similarity of the query and the expert's task.")
     rank: int = Field(description="1 for the best match.")
     revision: RevisionDetail
 

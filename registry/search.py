@@ -9,6 +9,7 @@ an embedding from the running embedder; experts embedded by another model wait f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 
 from sqlalchemy import ColumnElement, select, tuple_
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from registry.catalog import live_experts_with_latest
 from registry.embeddings import decode_vector, is_current
+from registry.errors import CorruptRecordError
 from registry.ids import ExpertId
 from registry.index_log import changed_since, current_version
 from registry.models import Expert, Revision, RevisionEmbedding, RevisionTag, User
@@ -37,6 +39,7 @@ from retrieval import (
     UnknownBaseModelError,
 )
 
+logger = logging.getLogger(__name__)
 LISTED_BASE_MODELS = 20
 
 
@@ -177,7 +180,8 @@ def _expert_keys(session: Session, expert_ids: Sequence[ExpertId]) -> Collection
 
 
 def _hydrated(session: Session, hits: Sequence[Hit]) -> list[SearchResult]:
-    """The hits with their latest revisions, in one query; experts deleted meanwhile drop out."""
+    """The hits with their latest revisions, in one query; experts deleted meanwhile drop out,
+    and so does a hit whose row cannot be answered: one bad row never fails a whole search."""
     if not hits:
         return []
     rows = session.execute(
@@ -188,14 +192,20 @@ def _hydrated(session: Session, hits: Sequence[Hit]) -> list[SearchResult]:
     latest = {expert.id: (expert, revision) for expert, revision in rows}
     results: list[SearchResult] = []
     for hit in hits:
-        if hit.expert_id in latest:
-            expert, revision = latest[hit.expert_id]
-            results.append(
-                SearchResult(
-                    id=f"{expert.owner.name}/{expert.name}",
-                    score=hit.score,
-                    rank=len(results) + 1,
-                    revision=RevisionDetail.from_row(revision),
-                )
+        if hit.expert_id not in latest:
+            continue
+        expert, revision = latest[hit.expert_id]
+        try:
+            detail = RevisionDetail.from_row(revision)
+        except CorruptRecordError as exc:
+            logger.warning("search leaves out expert %d: %s", hit.expert_id, exc)
+            continue
+        results.append(
+            SearchResult(
+                id=f"{expert.owner.name}/{expert.name}",
+                score=hit.score,
+                rank=len(results) + 1,
+                revision=detail,
             )
+        )
     return results

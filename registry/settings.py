@@ -59,6 +59,20 @@ class Settings(BaseSettings):
         "limit); see registry/rate_limits.py.",
     )
     write_burst: int = Field(default=60, gt=0, description="Writes a token may make at once.")
+    requests_per_minute: int = Field(
+        default=1200,
+        ge=0,
+        description="API and page requests one client address may make per minute, per API "
+        "process (0: no limit); /healthz is not counted.",
+    )
+    request_burst: int = Field(
+        default=300, gt=0, description="Requests one client address may make at once."
+    )
+    max_request_bytes: int = Field(
+        default=1 * MiB,
+        gt=0,
+        description="Largest body of any request but an upload (413 beyond it).",
+    )
     default_density: float = Field(default=0.1, gt=0.0, le=1.0)
     default_scope: Literal["tensor", "global"] = "tensor"
     search_ann_threshold: int = Field(

@@ -48,7 +48,11 @@ STALE = {**DEFAULT_METADATA, "parent_revision": 7}
 @pytest.fixture
 def two_servers(hub: Hub, tmp_path: Path) -> Iterator[list[ApiProcess]]:
     """Two `compeft-hub serve` processes on the hub's database and blob store."""
-    environment = settings_environment(hub.settings)
+    environment = {  # one token and one address send everything: no rate limits
+        **settings_environment(hub.settings),
+        "COMPEFT_HUB_WRITES_PER_MINUTE": "0",
+        "COMPEFT_HUB_REQUESTS_PER_MINUTE": "0",
+    }
     servers = [ApiProcess(environment, tmp_path / f"api-{n}.log") for n in range(2)]
     try:
         for server in servers:

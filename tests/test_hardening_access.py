@@ -26,7 +26,7 @@ from sqlalchemy import select, text
 
 from registry.errors import TooManyRequestsError
 from registry.models import ApiToken, Base
-from registry.rate_limits import WriteRateLimiter
+from registry.rate_limits import RateLimiter
 from tests.fixtures.faults import ApiProcess, settings_environment, upload_form
 from tests.fixtures.registry import Hub, auth, lora_adapter, open_hub
 
@@ -161,7 +161,7 @@ def test_no_secret_in_the_log_of_a_real_server(hub: Hub, tmp_path: Path) -> None
 
 def test_write_rate_limit_refills_over_time() -> None:
     now = [0.0]
-    limiter = WriteRateLimiter(per_minute=6, burst=2, clock=lambda: now[0])
+    limiter = RateLimiter(per_minute=6, burst=2, clock=lambda: now[0])
     limiter.take("a")
     limiter.take("a")
     with pytest.raises(TooManyRequestsError, match="at most 6 a minute") as refused:
@@ -172,7 +172,7 @@ def test_write_rate_limit_refills_over_time() -> None:
     limiter.take("a")
     with pytest.raises(TooManyRequestsError):
         limiter.take("a")
-    WriteRateLimiter(per_minute=0, burst=1).take("a")  # 0: no limit
+    RateLimiter(per_minute=0, burst=1).take("a")  # 0: no limit
 
 
 @pytest.fixture

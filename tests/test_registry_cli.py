@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from typer.testing import CliRunner, Result
 
 from registry.cli import app
 from registry.database import create_db_engine
+from registry.models import utc_now
 from registry.schema import alembic_config
-from tests.fixtures.registry import Hub, lora_adapter
+from tests.fixtures.registry import Hub, auth, lora_adapter
+from tests.test_hardening_access import secret_of
 
 
 @pytest.fixture
@@ -45,6 +48,9 @@ def test_help_lists_every_command(run: Run) -> None:
     assert result.exit_code == 0
     for name in ("serve", "db", "user", "token", "fsck"):
         assert name in result.output
+    token_help = run("token", "--help").output
+    for name in ("create", "list", "revoke"):
+        assert name in token_help
 
 
 def test_user_create_prints_a_token_that_can_upload(hub: Hub, run: Run) -> None:
@@ -66,6 +72,8 @@ def test_read_only_token_cannot_upload(hub: Hub, run: Run) -> None:
     [
         (("token", "create", "nobody"), "no user named 'nobody'"),
         (("user", "create", "bad..name"), "invalid user name"),
+        (("token", "list", "nobody"), "no user named 'nobody'"),
+        (("token", "revoke", "0123456789abcdef"), "no token '0123456789abcdef'"),
     ],
 )
 def test_mistakes_print_one_line_and_fail(run: Run, args: tuple[str, ...], message: str) -> None:
@@ -73,6 +81,48 @@ def test_mistakes_print_one_line_and_fail(run: Run, args: tuple[str, ...], messa
     assert result.exit_code == 1
     assert message in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_token_list_and_revoke_manage_a_users_tokens(hub: Hub, run: Run) -> None:
+    first = run("user", "create", "carol").stdout.strip()
+    created = run(
+        "token", "create", "carol", "--read-only", "--expires-in-days", "7", "--name", "ci"
+    )
+    assert created.exit_code == 0, created.output
+    second = created.stdout.strip()
+    first_id, second_id = (token.split("_")[1] for token in (first, second))
+
+    listed = run("token", "list", "carol")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        [first_id, "read-write"],
+        [second_id, "read-only"],
+    ]
+    assert "no expiry" in lines[0] and lines[1].endswith("  ci")
+    expires = (utc_now() + timedelta(days=7)).strftime("%Y-%m-%d")
+    assert f"expires {expires}" in lines[1]
+    assert secret_of(first) not in listed.stdout and secret_of(second) not in listed.stdout
+
+    revoked = run("token", "revoke", second_id)
+    assert revoked.exit_code == 0, revoked.output
+    assert revoked.stdout.startswith(f"token {second_id} of carol: revoked ")
+    refused = hub.client.get("/api/v1/whoami", headers=auth(second))
+    assert refused.status_code == 401
+    assert "this token was revoked on" in refused.json()["detail"]
+    assert "revoked" in run("token", "list", "carol").stdout.splitlines()[1]
+    assert run("token", "revoke", second_id).exit_code == 0  # again: nothing changes
+    assert hub.client.get("/api/v1/whoami", headers=auth(first)).status_code == 200
+
+
+def test_token_create_refuses_a_bad_expiry_or_name(run: Run) -> None:
+    run("user", "create", "carol")
+    expiry = run("token", "create", "carol", "--expires-in-days", "0")
+    assert expiry.exit_code == 2
+    assert "--expires-in-days" in expiry.output
+    name = run("token", "create", "carol", "--name", "tab\there")
+    assert name.exit_code == 1
+    assert "invalid token name 'tab\\there'" in name.stderr
 
 
 def test_duplicate_user_is_refused(run: Run) -> None:

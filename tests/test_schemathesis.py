@@ -1,4 +1,5 @@
-"""Schemathesis over the OpenAPI schema of the running app: no generated request gets a 5xx.
+"""Schemathesis over the OpenAPI schema of the running app: no generated request gets a 5xx,
+and every answer conforms to the response schema the spec promises for it.
 
 Every operation of /openapi.json is called in-process (ASGI) with requests generated from its
 schema, valid ones (positive mode) and invalid ones (negative mode: wrong types, missing fields,
@@ -23,7 +24,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.result import Ok
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation
@@ -52,7 +53,9 @@ def exercise(operation: APIOperation, mode: GenerationMode, token: str) -> int:
         nonlocal sent
         response = case.call(headers=auth(token))
         sent += 1
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(
+            response, checks=[not_a_server_error, response_schema_conformance]
+        )
 
     try:
         call()
@@ -68,7 +71,7 @@ def unlimited_hub(hub: Hub) -> Iterator[Hub]:
         yield unlimited
 
 
-def test_generated_requests_never_get_a_server_error(unlimited_hub: Hub) -> None:
+def test_generated_requests_never_get_a_server_error_nor_an_answer_off_the_schema(unlimited_hub: Hub) -> None:
     hub = unlimited_hub
     token = hub.token("alice")
     assert hub.upload("alice/seeded", lora_adapter(), token=token).status_code == 201

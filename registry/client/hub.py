@@ -1,9 +1,10 @@
 """`HubClient`: upload, find, download and decompress experts of a compeft-hub registry.
 
-Answers are parsed into the server's own pydantic models (registry/schemas.py), so client and
-server cannot disagree silently about a field. Downloads go through the verified cache
-(cache.py, transfer.py); a revision is always resolved to its number and blob sha256 first, so the
-bytes fetched are those of one immutable revision even while `latest` moves.
+Answers are parsed into the server's own pydantic models (registry/schemas.py,
+registry/account_schemas.py), so client and server cannot disagree silently about a field.
+Downloads go through the verified cache (cache.py, transfer.py); a revision is always resolved to
+its number and blob sha256 first, so the bytes fetched are those of one immutable revision even
+while `latest` moves.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 import torch
@@ -23,6 +25,7 @@ from compeft_core import AdapterFormatError, CompressedExpert
 from compeft_core.export import export_adapter
 from compeft_core.peft_io import CONFIG_NAME, PICKLE_NAME, PICKLE_REFUSED, WEIGHTS_NAME
 from compeft_core.task_vectors import adapter_from_task_vector
+from registry.account_schemas import TokenCreated, TokenInfo, TokenList, TokenRequest, Whoami
 from registry.client.cache import BlobCache
 from registry.client.errors import BadRequestError, HubError, NotCachedError
 from registry.client.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HubHttp, RetryPolicy
@@ -155,6 +158,43 @@ class HubClient:
         if "@" in expert:
             raise BadRequestError(f"{expert!r}: delete removes the whole expert; give owner/name")
         self._http.request("DELETE", _expert_path(ExpertRef.parse(expert)))
+
+    # --- account ------------------------------------------------------------------------------
+
+    def whoami(self) -> Whoami:
+        """The user of this client's token and the token itself (read-only? expires when?).
+
+        AuthError without a token, or when it is unknown, revoked or expired (the detail says
+        which).
+        """
+        return _parsed(Whoami, self._http.request("GET", f"{API}/whoami"))
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token of this client's user, oldest first: lookup ids and dates, no secrets."""
+        return _parsed(TokenList, self._http.request("GET", f"{API}/tokens")).tokens
+
+    def create_token(self, *, read_only: bool | None = None, expires_in_days: int | None = None,
+                     name: str | None = None) -> TokenCreated:
+        """A new token of this client's user; `.token` is shown only in this answer.
+
+        It has this client's token's rights or fewer: unset options are inherited, and asking a
+        read-only or expiring token for more raises ForbiddenError. Not retried: a lost answer
+        may have created a token (revoke it by lookup id from `list_tokens`).
+        """
+        request = _request_body(TokenRequest, "token", read_only=read_only,
+                                expires_in_days=expires_in_days, name=name)
+        response = self._http.call(
+            lambda: self._http.client.post(f"{API}/tokens",
+                                           json=request.model_dump(exclude_none=True)),
+            idempotent=False)
+        return _parsed(TokenCreated, response)
+
+    def revoke_token(self, lookup_id: str) -> None:
+        """Revoke one of this user's tokens by lookup id, for good; revoking again is a no-op.
+
+        A read-only token may revoke only itself; another user's token is NotFoundError.
+        """
+        self._http.request("DELETE", f"{API}/tokens/{quote(lookup_id, safe='')}")
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ from contextlib import contextmanager
 from math import ceil
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from registry import catalog
-from registry.deps import ExpertIdDep, SearchDep, SessionDep
+from registry.deps import ExpertIdDep, SearchDep, SessionDep, count_request_of_address
 from registry.errors import NotFoundError
 from registry.http_errors import error_answer
 from registry.ids import ExpertId
@@ -28,7 +28,11 @@ from registry.schemas import ExpertDetail, RevisionDetail, SearchRequest
 from registry.web.rendering import MAPPED_FAILURES, ExpertGone, HTMLErrorRoute, render
 from retrieval import MAX_K
 
-router = APIRouter(route_class=HTMLErrorRoute, include_in_schema=False)
+router = APIRouter(
+    route_class=HTMLErrorRoute,
+    include_in_schema=False,
+    dependencies=[Depends(count_request_of_address)],
+)
 PER_PAGE = 20
 MAX_PAGE_NUMBER = 10**6
 
