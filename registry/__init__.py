@@ -3,14 +3,17 @@
 Where things live:
 - `app.py` builds the FastAPI app from `settings.py`; `routes/` are thin and call the services;
   `deps.py` injects the session, store, settings, search and caller; `http_errors.py` maps every
-  failure family (`errors.py`, compeft_core, storage, retrieval, SQLAlchemy) to one HTTP status.
+  failure family (`errors.py`, compeft_core, storage, retrieval, SQLAlchemy) to one HTTP status;
+  `body_limit.py` caps every request body, `rate_limits.py` counts writes per token and
+  requests per client address.
 - Upload path: `upload_parts.py` (stream the multipart body to files, with limits) -> `ingest.py`
   (validate and compress with compeft_core) -> `embeddings.py` (the task vector) -> `publish.py`
-  (put the blob, then commit the row, its vector and an index change) -> `events.py` (tell
-  listeners); `uploads.py` strings them together.
+  (claim the blob with `blob_claims.py`, put it, then commit the row, its vector and an index
+  change) -> `events.py` (tell listeners); `uploads.py` strings them together.
 - Reads: `catalog.py` (list, show, soft delete), `downloads.py` (ETag, Range), `search.py` (each
   process's index of task vectors, kept current by the counter and change log of `index_log.py`).
 - Data: `models.py` (SQLAlchemy), `schema.py` (Alembic migrations in `migrations/`),
-  `database.py` (engines), `accounts.py` (users, hashed tokens), `ids.py` (owner/name rules).
+  `database.py` (engines), `accounts.py` (users, hashed tokens, expiry, revocation; their API in
+  `routes/account.py` with the wire types of `account_schemas.py`), `ids.py` (owner/name rules).
 - Operations: `cli.py` (`compeft-hub`), `fsck.py` (SQL vs blob store), `embeddings.reembed`.
 """
