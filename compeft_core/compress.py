@@ -10,7 +10,6 @@ global scope's tie-breaking) do not depend on the mapping's insertion order.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import isfinite
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from compeft_core.ternary import pack_ternary, segment_moments, select_threshold
 _FLOAT_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16",
                  torch.float32: "float32", torch.float64: "float64"}
 MAX_EXTRA_CHARS = 4096
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_arguments(
@@ -33,8 +33,11 @@ def _check_arguments(
         raise CompressionInputError(f"density must be in (0, 1], got {density!r}")
     if scope not in SCOPES:
         raise CompressionInputError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if alpha is not None and not (isinstance(alpha, (int, float)) and isfinite(alpha)):
-        raise CompressionInputError(f"alpha must be a finite number or None, got {alpha!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and abs(alpha) <= _FLOAT32_MAX):
+        raise CompressionInputError(
+            f"alpha must be a finite number within the float32 range (it is stored as float32) "
+            f"or None, got {alpha!r}"
+        )
     if not tensors:
         raise CompressionInputError("nothing to compress: no tensors given")
     for name, tensor in tensors.items():
@@ -64,7 +67,32 @@ def _as_float32(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype == torch.bfloat16:
         widened = tensor.view(torch.int16).numpy().astype(np.int32) << 16
         return widened.view(np.float32)
-    return tensor.numpy().astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: `_unrepresentable` says so
+        return tensor.numpy().astype(np.float32, copy=False)
+
+
+def _unrepresentable(
+    names: list[str], ordered: list[torch.Tensor], flat: np.ndarray
+) -> CompressionInputError:
+    """The error naming the first tensor with a value float32 does not hold.
+
+    Called once the segment moments are not finite, which happens only if `flat` holds NaN or
+    infinity (sums of finite float32 values and of their squared deviations cannot overflow
+    float64), so some tensor always qualifies: NaN or infinity in the input, or a float64 value
+    beyond float32's range.
+    """
+    ends = np.cumsum([t.numel() for t in ordered])
+    name, tensor = next(
+        (name, tensor)
+        for name, tensor, end in zip(names, ordered, ends, strict=True)
+        if not np.isfinite(flat[end - tensor.numel() : end]).all()
+    )
+    if torch.isfinite(tensor).all():
+        return CompressionInputError(
+            f"{name}: holds values beyond the float32 range (+-{_FLOAT32_MAX:.4g}), the precision "
+            "ComPEFT computes in; rescale the tensor"
+        )
+    return CompressionInputError(f"{name}: contains NaN or infinite values")
 
 
 def _segments(sizes: list[int], scope: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +128,7 @@ def compress(
     starts, ends = _segments(sizes, scope)
     sums, squares = segment_moments(flat, starts, ends)
     if not (np.isfinite(sums).all() and np.isfinite(squares).all()):
-        bad = next(n for n, t in zip(names, ordered, strict=True) if not torch.isfinite(t).all())
-        raise CompressionInputError(f"{bad}: contains NaN or infinite values")
+        raise _unrepresentable(names, ordered, flat)
     counts = ends - starts
     ks = np.array([round(density * int(c)) for c in counts], dtype=np.int64)
     bits = flat.view(np.uint32)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from compeft_core import compress
-from compeft_core.errors import AdapterFormatError
+from compeft_core import CompressedExpert, compress
+from compeft_core.codec import MAX_NAME_CHARS, MAX_NDIM, MAX_PARAMS_PER_BLOB_BYTE
+from compeft_core.errors import AdapterFormatError, BlobFormatError, CompressionInputError
 from compeft_core.peft_io import read_adapter
 from compeft_core.task_vectors import adapter_task_vector
 from registry.errors import (
@@ -88,6 +89,7 @@ def compress_upload(
         extra={"peft_config_sha256": hashlib.sha256(config_text.encode()).hexdigest()},
     )
     blob = expert.to_bytes()
+    _check_clients_can_decode(expert, blob)
     return CompressedUpload(
         blob=blob,
         blob_sha256=hashlib.sha256(blob).hexdigest(),
@@ -106,6 +108,35 @@ def compress_upload(
         adapter_config=config_text,
         metadata=metadata,
     )
+
+
+def _check_clients_can_decode(expert: CompressedExpert, blob: bytes) -> None:
+    """Refuse a blob that the clients' decoder would refuse, before anything is stored.
+
+    The decoder's limits (plausible size, dimensions, name lengths, finite scales) guard clients
+    against hostile blobs; applying the decoder itself here keeps one definition of them.
+    """
+    try:
+        CompressedExpert.from_bytes(blob)
+    except BlobFormatError as exc:
+        raise CompressionInputError(
+            f"{_remedy(expert, len(blob))}: clients would refuse the compressed blob ({exc})"
+        ) from exc
+
+
+def _remedy(expert: CompressedExpert, blob_bytes: int) -> str:
+    """What the uploader can change, for the decoder limits that an adapter can reach."""
+    if expert.num_params > MAX_PARAMS_PER_BLOB_BYTE * blob_bytes:
+        return (
+            f"raise the density: at {expert.density:g} the {expert.num_params} parameters "
+            f"compress to {blob_bytes} bytes, and the decoder accepts at most "
+            f"{MAX_PARAMS_PER_BLOB_BYTE} parameters per blob byte"
+        )
+    if any(len(shape) > MAX_NDIM for shape in expert.shapes):
+        return f"reshape the tensors to at most {MAX_NDIM} dimensions"
+    if any(len(name) > MAX_NAME_CHARS for name in expert.names):
+        return f"shorten the tensor names to at most {MAX_NAME_CHARS} characters"
+    return "change the adapter or the upload's density, scope or alpha"
 
 
 def _config_text(path: Path) -> str:

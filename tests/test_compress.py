@@ -115,6 +115,11 @@ def test_metadata_reports_scope_density_and_sizes():
     [
         ({"w": torch.tensor([1.0, float("nan")])}, {}, "w: contains NaN or infinite"),
         ({"w": torch.tensor([1.0, float("inf")])}, {}, "w: contains NaN or infinite"),
+        ({"w": torch.tensor([1.0, 1e300], dtype=torch.float64)}, {}, "w: holds values beyond"),
+        ({"a": torch.ones(3, dtype=torch.float64), "w": torch.tensor([-1e39], dtype=torch.float64)},
+         {"scope": "global"}, "w: holds values beyond the float32 range"),
+        ({"a": torch.tensor([1e300], dtype=torch.float64), "w": torch.tensor([float("nan")])},
+         {"scope": "global"}, "a: holds values beyond the float32 range"),
         ({"w": torch.zeros(0)}, {}, "w: empty tensor"),
         ({"w": torch.ones(3, dtype=torch.int64)}, {}, "not a floating point type"),
         ({"w": [1.0, 2.0]}, {}, "expected a torch.Tensor"),
@@ -125,6 +130,8 @@ def test_metadata_reports_scope_density_and_sizes():
         ({"w": torch.ones(3)}, {"density": float("nan")}, "density must be in (0, 1]"),
         ({"w": torch.ones(3)}, {"scope": "layer"}, "scope must be one of"),
         ({"w": torch.ones(3)}, {"alpha": float("nan")}, "alpha must be a finite number"),
+        ({"w": torch.ones(3)}, {"alpha": 1e39}, "alpha must be a finite number within the float32"),
+        ({"w": torch.ones(3)}, {"alpha": -(10**400)}, "alpha must be a finite number within"),
     ],
 )
 def test_bad_input_gets_a_clear_error(tensors, kwargs, message):

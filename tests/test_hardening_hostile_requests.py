@@ -202,7 +202,7 @@ RAW_UPLOADS = {
             WEIGHTS,
             metadata_part(json.dumps({**DEFAULT_METADATA, "parent_revision": 10**30})),
         ),
-        409,
+        422,  # beyond what a revision number column holds
         "parent_revision",
     ),
 }

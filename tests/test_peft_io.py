@@ -112,7 +112,13 @@ def test_pickle_renamed_to_safetensors_is_refused(lora_folder):
         (b"[1, 2]", "must be a JSON object"),
         (b'{"peft_type": "PROMPT_TUNING"}', "not supported"),
         (b'{"r": 8}', "not supported"),
-        (b'{"peft_type": "LORA", "r": -1}', "r must be a positive number"),
+        (b'{"peft_type": "LORA", "r": -1}', "r must be a positive integer"),
+        (b'{"peft_type": "LORA", "r": Infinity}', "r must be a positive integer"),
+        (b'{"peft_type": "LORA", "r": 4.0}', "r must be a positive integer"),
+        (b'{"peft_type": "LORA", "r": 2147483648}', "r must be a positive integer"),
+        (b'{"peft_type": "LORA", "lora_alpha": NaN}', "lora_alpha must be a positive finite"),
+        (b'{"peft_type": "LORA", "lora_alpha": 1e400}', "lora_alpha must be a positive finite"),
+        (b'{"peft_type": "LORA", "r": ' + b"9" * 5000 + b"}", "not valid JSON"),
         (b'{"peft_type": "LORA", "target_modules": 5}', "target_modules"),
     ],
 )
@@ -132,6 +138,13 @@ def _write_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
         ({"x.lora_A.weight": torch.tensor([[float("nan")]]), "x.lora_B.weight": torch.ones(1, 1)},
          "NaN"),
         ({"x.lora_A.weight": torch.ones(2, 3)}, "no matching lora_B"),
+        ({"x.lora_B.weight": torch.ones(3, 2)}, "no matching lora_A"),
+        ({"x.lora_": torch.ones((1,) * 9)}, "not a LoRA adapter weight"),
+        ({"x.lora_A.weight": torch.ones(2, 3), "x.lora_B.weight": torch.ones(3, 2),
+          "x.lora_magnitude_vector": torch.ones(3)}, "DoRA"),
+        ({"x.lora_A.weight": torch.tensor([[1e300]], dtype=torch.float64),
+          "x.lora_B.weight": torch.ones(1, 1, dtype=torch.float64)},
+         "x.lora_A.weight: holds values beyond the float32 range"),
         ({"x.lora_A.weight": torch.ones(2, 3), "x.lora_B.weight": torch.ones(3, 4)},
          "do not form a LoRA pair"),
         ({"model.embed_tokens.weight": torch.ones(4, 4)}, "modules_to_save"),
@@ -159,9 +172,10 @@ def test_non_finite_values_are_refused_in_every_float_dtype(lora_folder, dtype, 
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-def test_extreme_finite_values_are_accepted(lora_folder, dtype):
+def test_extreme_values_that_float32_holds_are_accepted(lora_folder, dtype):
     info = torch.finfo(dtype)
-    extremes = torch.tensor([[info.max, -info.max, info.tiny, info.tiny / 4, 0.0, -0.0]],
+    largest = min(info.max, torch.finfo(torch.float32).max)  # ComPEFT computes in float32
+    extremes = torch.tensor([[largest, -largest, info.tiny, info.tiny / 4, 0.0, -0.0]],
                             dtype=dtype)
     _write_weights(lora_folder, {"x.lora_A.weight": extremes,
                                  "x.lora_B.weight": torch.ones(3, 1, dtype=dtype)})
