@@ -1,7 +1,13 @@
-"""Serve a revision's blob over HTTP: ETag = sha256, If-None-Match, one Range for resuming.
+"""Serve a revision's blob over HTTP: ETag = sha256, If-None-Match, one Range (with If-Range)
+for resuming, HEAD for its size and ETag without the bytes.
 
-Only single byte ranges are served. A Range header that is malformed, names several ranges or
-selects no byte of the blob answers 416 with `Content-Range: bytes */<size>`, never a 500.
+A numbered revision's blob never changes (numbers of a name are never reused), so its answers are
+cacheable forever (`immutable`). `latest` changes with the next upload: it is a redirect, never
+cached, to the numbered URL. Only single byte ranges are served. A Range header that is
+malformed, names several ranges or selects no byte of the blob answers 416 with
+`Content-Range: bytes */<size>`, never a 500. An If-Range that does not name the current ETag
+(a date, or another entity tag) means the client's partial copy is of other bytes: the whole
+blob is sent (RFC 9110 13.1.5).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from fastapi import Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from registry.errors import NotFoundError, RangeNotSatisfiableError
 from registry.models import Revision
@@ -59,9 +65,22 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return any(candidate in ("*", etag) for candidate in candidates)
 
 
-def blob_response(
-    store: BlobStore, revision: Revision, *, range_header: str | None, if_none_match: str | None
-) -> Response:
+@dataclass(frozen=True)
+class BlobRequest:
+    """What the client asked of a blob: HEAD or GET, and its conditional and Range headers."""
+
+    head: bool = False
+    range_header: str | None = None
+    if_range: str | None = None
+    if_none_match: str | None = None
+
+
+def pinned_blob_redirect(pinned_path: str) -> Response:
+    """Where `latest/blob` currently points: 307 (keeps HEAD a HEAD), never cached."""
+    return RedirectResponse(pinned_path, status_code=307, headers={"Cache-Control": "no-cache"})
+
+
+def blob_response(store: BlobStore, revision: Revision, asked: BlobRequest) -> Response:
     """200 with the whole blob, 206 with one range, or 304 when the client already has it."""
     if revision.blob_missing:
         raise NotFoundError(
@@ -74,19 +93,26 @@ def blob_response(
         "Accept-Ranges": "bytes",
         "Cache-Control": "public, max-age=31536000, immutable",
     }
-    if if_none_match is not None and etag_matches(if_none_match, etag):
+    if asked.if_none_match is not None and etag_matches(asked.if_none_match, etag):
         return Response(status_code=304, headers=headers)
     size = revision.blob_size
+    range_header = asked.range_header
+    if asked.if_range is not None and asked.if_range.strip() != etag:  # strong comparison
+        range_header = None
     selected = ByteRange(0, size, size) if range_header is None else parse_range(range_header, size)
-    chunks = store.open(revision.blob_sha256, start=selected.start, end=selected.end)
     headers["Content-Length"] = str(selected.end - selected.start)
     headers["Content-Disposition"] = (
         f'attachment; filename="{revision.expert.owner.name}--{revision.expert.name}'
         f'--r{revision.number}.safetensors"'
     )
-    if range_header is None:
-        return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
-    headers["Content-Range"] = selected.content_range
+    status = 200
+    if range_header is not None:
+        headers["Content-Range"] = selected.content_range
+        status = 206
+    if asked.head:
+        store.size(revision.blob_sha256)  # BlobNotFoundError (404) exactly as a GET would
+        return Response(status_code=status, media_type="application/octet-stream", headers=headers)
+    chunks = store.open(revision.blob_sha256, start=selected.start, end=selected.end)
     return StreamingResponse(
-        chunks, status_code=206, media_type="application/octet-stream", headers=headers
+        chunks, status_code=status, media_type="application/octet-stream", headers=headers
     )

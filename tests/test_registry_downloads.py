@@ -116,3 +116,42 @@ def test_parse_range_selects_inclusive_bounds(header: str, size: int, expected: 
 def test_parse_range_refuses_everything_on_an_empty_blob() -> None:
     with pytest.raises(RangeNotSatisfiableError):
         parse_range("bytes=0-", 0)
+
+
+def test_latest_blob_redirects_to_the_numbered_revision_and_is_never_cached(
+    hub: Hub, blob: bytes
+) -> None:
+    """`latest` moves with the next upload, so only the numbered URL may say `immutable`."""
+    latest = "/api/v1/experts/alice/trivia/revisions/latest/blob"
+    moved = hub.client.get(latest, follow_redirects=False)
+    assert moved.status_code == 307
+    assert moved.headers["location"] == BLOB_URL
+    assert moved.headers["cache-control"] == "no-cache"
+    assert "immutable" in hub.client.get(BLOB_URL).headers["cache-control"]
+    hub.upload("alice/trivia", lora_adapter(seed=5), token=hub.token("alice"))
+    moved_on = hub.client.get(latest, follow_redirects=False)
+    assert moved_on.headers["location"] == BLOB_URL.replace("/1/", "/2/")
+    assert hub.client.get(BLOB_URL).content == blob  # revision 1 still serves its bytes
+
+
+def test_if_range_with_the_current_etag_serves_the_range_and_otherwise_the_whole_blob(
+    hub: Hub, blob: bytes
+) -> None:
+    etag = f'"{hashlib.sha256(blob).hexdigest()}"'
+    current = hub.client.get(BLOB_URL, headers={"Range": "bytes=10-", "If-Range": etag})
+    assert (current.status_code, current.content) == (206, blob[10:])
+    for stale in ('"0000"', f"W/{etag}", "Tue, 01 Dec 2026 10:00:00 GMT"):
+        whole = hub.client.get(BLOB_URL, headers={"Range": "bytes=10-", "If-Range": stale})
+        assert (whole.status_code, whole.content) == (200, blob), stale
+        assert "content-range" not in whole.headers
+
+
+def test_head_answers_the_size_and_etag_without_the_bytes(hub: Hub, blob: bytes) -> None:
+    head = hub.client.head(BLOB_URL)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(blob))
+    assert head.headers["etag"] == f'"{hashlib.sha256(blob).hexdigest()}"'
+    ranged = hub.client.head(BLOB_URL, headers={"Range": "bytes=0-9"})
+    assert (ranged.status_code, ranged.headers["content-range"]) == (206, f"bytes 0-9/{len(blob)}")
+    hub.store.delete(hashlib.sha256(blob).hexdigest())
+    assert hub.client.head(BLOB_URL).status_code == 404

@@ -118,11 +118,13 @@ def test_real_peft_adapter_round_trips_through_the_hub(
     assert created.json()["compression_ratio"] > 1
 
     blob_url = f"{base_url}/api/v1/experts/alice/tiny-llama-qa/revisions/latest/blob"
-    download = httpx.get(blob_url, timeout=60)
+    download = httpx.get(blob_url, timeout=60, follow_redirects=True)  # latest -> revision 1
     assert download.status_code == 200
     blob = download.content
     assert download.headers["etag"] == f'"{hashlib.sha256(blob).hexdigest()}"'
-    resumed = httpx.get(blob_url, headers={"Range": "bytes=100-"}, timeout=60)
+    resumed = httpx.get(
+        blob_url, headers={"Range": "bytes=100-"}, timeout=60, follow_redirects=True
+    )
     assert resumed.status_code == 206
     assert blob[:100] + resumed.content == blob
 

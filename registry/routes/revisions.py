@@ -73,28 +73,50 @@ def get_revision(session: SessionDep, expert_id: ExpertIdDep, revision: str) -> 
     return RevisionDetail.from_row(catalog.get_revision(session, expert_id, revision))
 
 
-@router.get(
-    "/{revision}/blob",
-    response_class=Response,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The whole blob."},
-        206: {"description": "One byte range of the blob."},
-        304: {"description": "The client's copy (If-None-Match) is current."},
-        404: {"model": ErrorBody},
-        416: {"model": ErrorBody},
-        503: {"model": ErrorBody},
-    },
-)
+_BLOB_PATH = "/{revision}/blob"
+_BLOB_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The whole blob."},
+    206: {"description": "One byte range of the blob."},
+    304: {"description": "The client's copy (If-None-Match) is current."},
+    307: {"description": "`latest`: the numbered revision's URL (never cached)."},
+    404: {"model": ErrorBody},
+    416: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
+
+
+@router.get(_BLOB_PATH, response_class=Response, responses=_BLOB_ANSWERS)
 def download_blob(
+    request: Request,
     session: SessionDep,
     store: StoreDep,
     expert_id: ExpertIdDep,
     revision: str,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The compressed blob (a safetensors file; verify its sha256 = ETag). Supports one Range."""
+    """The compressed blob (a safetensors file; verify its sha256 = ETag). Supports one Range
+    (and If-Range) and HEAD; `latest` redirects to the numbered revision, whose URL is immutable."""
     row = catalog.get_revision(session, expert_id, revision)
-    return downloads.blob_response(
-        store, row, range_header=range_header, if_none_match=if_none_match
+    if revision == catalog.LATEST:
+        return downloads.pinned_blob_redirect(
+            request.url.path.removesuffix(f"/{catalog.LATEST}/blob") + f"/{row.number}/blob"
+        )
+    asked = downloads.BlobRequest(
+        head=request.method == "HEAD",
+        range_header=range_header,
+        if_range=if_range,
+        if_none_match=if_none_match,
     )
+    return downloads.blob_response(store, row, asked)
+
+
+router.add_api_route(  # the same answers without the bytes: a separate operation in the spec
+    _BLOB_PATH,
+    download_blob,
+    methods=["HEAD"],
+    operation_id="head_revision_blob",
+    response_class=Response,
+    responses=_BLOB_ANSWERS,
+)
