@@ -37,6 +37,7 @@ from registry.accounts import create_token, create_user
 from registry.app import create_app
 from registry.database import create_db_engine, create_session_factory
 from registry.schema import prepare_schema
+from registry.serving import uvicorn_config
 from registry.settings import Settings
 
 WIRE_PATH = "/bench/wire"
@@ -202,10 +203,18 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 def serve(fd: int, static_dir: Path | None) -> None:
     """The child: the app from COMPEFT_HUB_* variables, served on the inherited socket."""
-    app = create_app(Settings())
+    settings = Settings()
+    app = create_app(settings)
     if static_dir is not None:
         app.mount(FILES_PATH, StaticFiles(directory=static_dir), name="bench-files")
-    server = uvicorn.Server(uvicorn.Config(WireCounter(app), log_level="warning"))
+    config = uvicorn_config(
+        WireCounter(app),
+        host="127.0.0.1",
+        port=0,
+        deadlines=settings.connection_deadlines,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
     server.run(sockets=[socket.socket(fileno=fd)])
 
 

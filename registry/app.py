@@ -19,6 +19,7 @@ from registry.body_limit import BodyLimit
 from registry.database import create_db_engine, create_session_factory
 from registry.events import RegistryListener
 from registry.http_errors import install_error_handlers
+from registry.origin import FixedOrigin
 from registry.rate_limits import RateLimiter
 from registry.routes import api_router
 from registry.schema import prepare_schema
@@ -84,5 +85,12 @@ def create_app(
     install_error_handlers(app)
     app.include_router(api_router)
     mount_web_ui(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, exempt=is_upload)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        stall_timeout_s=settings.body_timeout_s,
+        exempt=is_upload,
+    )
+    public_url = None if settings.public_url is None else str(settings.public_url)
+    app.add_middleware(FixedOrigin, public_url=public_url)  # outermost: before anything reads Host
     return app

@@ -1,14 +1,17 @@
-"""A cap on the body of every request, so no route buffers and parses an unbounded body.
+"""Limits on every request body: its size, and how long it may stall.
 
 FastAPI reads a JSON body whole before the route runs (`POST /api/v1/search` took a 200 MiB body
 and 600 MB of memory, unauthenticated). This ASGI middleware answers 413 at once when the
 declared Content-Length is over the cap, and stops a body without one (chunked) as soon as the
 bytes received pass it. Uploads stream their body to disk under their own, larger limit
-(`registry.upload_parts`), so the caller exempts them.
+(`registry.upload_parts`), so the caller exempts them from the size cap. Every body, uploads
+included, answers 408 when no byte of it arrives for `stall_timeout_s` (like nginx's
+client_body_timeout): a client trickling or abandoning its body does not hold a request for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,32 +26,45 @@ def _too_large(max_bytes: int) -> str:
 
 @dataclass
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413, except where `exempt(method, path)`."""
+    """Refuse request bodies over `max_bytes` with 413, except where `exempt(method, path)`, and
+    bodies that stall for `stall_timeout_s` with 408."""
 
     app: ASGIApp
     max_bytes: int
+    stall_timeout_s: float
     exempt: Callable[[str, str], bool] = lambda _method, _path: False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.exempt(scope["method"], scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        capped = not self.exempt(scope["method"], scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and not _within(declared, self.max_bytes):
+        if capped and declared is not None and not _within(declared, self.max_bytes):
             await _answer_413(send, _too_large(self.max_bytes))
             return
         received = 0
+        complete = False
 
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, _too_large(self.max_bytes))
+        async def limited_receive() -> Message:
+            nonlocal received, complete
+            if complete:  # after the body only a disconnect can come: wait as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_timeout_s)
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"no byte of the request body arrived for {self.stall_timeout_s:g} s"
+                ) from None
+            if message["type"] != "http.request":
+                return message
+            received += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
+            if capped and received > self.max_bytes:
+                raise HTTPException(413, _too_large(self.max_bytes))
             return message
 
-        await self.app(scope, counted_receive, send)
+        await self.app(scope, limited_receive, send)
 
 
 def _within(declared: bytes, max_bytes: int) -> bool:

@@ -34,6 +34,7 @@ from registry.errors import RegistryError
 from registry.fsck import fsck as run_fsck
 from registry.models import ApiToken, utc_now
 from registry.schema import current_revisions, prepare_schema, upgrade_schema
+from registry.serving import uvicorn_config
 from registry.settings import Settings
 from retrieval import TaskEmbedder
 from storage import StorageError, open_blob_store
@@ -94,7 +95,13 @@ def serve(
     with _reported_errors():
         settings = Settings()
         api = create_app(settings)
-    uvicorn.run(api, host=host or settings.host, port=settings.port if port is None else port)
+    config = uvicorn_config(
+        api,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        deadlines=settings.connection_deadlines,
+    )
+    uvicorn.Server(config).run()
 
 
 @db_app.command("upgrade")

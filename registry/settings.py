@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, AnyHttpUrl, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.origin import public_origin
+from registry.serving import ConnectionDeadlines
 from retrieval import IndexConfig
 
 MiB = 1024 * 1024
@@ -80,6 +82,27 @@ class Settings(BaseSettings):
         gt=0,
         description="A base model's experts are searched with HNSW instead of exactly from here on.",
     )
+    keep_alive_s: int = Field(
+        default=ConnectionDeadlines.keep_alive_s,
+        gt=0,
+        description="Seconds an idle keep-alive connection stays open; keep it above the idle "
+        "timeout of the proxies and clients in front (they should close first).",
+    )
+    header_timeout_s: float = Field(
+        default=ConnectionDeadlines.header_timeout_s,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request body may stall between two chunks (408 beyond).",
+    )
+    public_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="The hub's address as clients reach it (https://hub.example.org), for "
+        "absolute links; default: the listening socket's address. Never the Host header.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
@@ -95,6 +118,19 @@ class Settings(BaseSettings):
         if self.auto_upgrade is None:
             self.auto_upgrade = embedded_database
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_only(cls, url: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if url is not None:
+            public_origin(str(url))
+        return url
+
+    @property
+    def connection_deadlines(self) -> ConnectionDeadlines:
+        return ConnectionDeadlines(
+            keep_alive_s=self.keep_alive_s, header_timeout_s=self.header_timeout_s
+        )
 
     @property
     def sqlalchemy_url(self) -> str:

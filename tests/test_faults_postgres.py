@@ -117,6 +117,7 @@ def cluster_hub(postgres_cluster: PostgresCluster, tmp_path: Path) -> Iterator[H
 def restart_under_traffic(cluster: PostgresCluster, traffic: Traffic, round_number: int) -> None:
     """Crash the cluster, see 503s, start it, see every kind of request succeed again."""
     down, back = f"down-{round_number}", f"back-{round_number}"
+    traffic.phase = f"stopping-{round_number}"  # answers to requests in flight during the crash
     cluster.stop("immediate")
     traffic.phase = down
     traffic.wait_for(lambda: traffic.seen(down, 503).total() >= SEEN_PER_PHASE, "503s while down")
