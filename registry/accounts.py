@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -79,15 +79,33 @@ def _hash_secret(salt: str, secret: str) -> str:
 
 
 def create_user(session: Session, *, name: str) -> User:
-    """Create and commit a user; the name follows the owner rules of expert ids."""
-    user = User(name=validate_id_part(name, what="user name"))
+    """Create and commit a user; the name follows the owner rules of expert ids.
+
+    Names are unique regardless of case (a unique index on lower(name) settles races): `Alice`
+    is refused while `alice` exists, since the two would read as one owner.
+    """
+    validate_id_part(name, what="user name")
+    _refuse_taken_user_name(session, name)
+    user = User(name=name)
     session.add(user)
     try:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
+        _refuse_taken_user_name(session, name)
         raise ConflictError(f"user {name!r} already exists") from exc
     return user
+
+
+def _refuse_taken_user_name(session: Session, name: str) -> None:
+    """ConflictError naming the existing user when `name` is taken, in this case or another."""
+    existing = session.scalar(select(User.name).where(func.lower(User.name) == func.lower(name)))
+    if existing == name:
+        raise ConflictError(f"user {name!r} already exists")
+    if existing is not None:
+        raise ConflictError(
+            f"user {name!r} exists as {existing!r}: user names are case-insensitive"
+        )
 
 
 def expiry_after(days: int | None) -> datetime | None:

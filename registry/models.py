@@ -4,7 +4,8 @@ Invariants the rest of the code relies on:
 - a revision row is never updated after commit, except `blob_missing`, which only `fsck --repair`
   sets to reflect the blob store;
 - `(expert_id, number)` is unique, so two concurrent commits cannot both take the same number;
-- at most one live (not soft-deleted) expert per `(owner, name)`; a deleted name can be reused;
+- user names are unique regardless of case, and so is `name` among an owner's live (not
+  soft-deleted) experts (unique indexes on `lower(name)`); a deleted name can be reused in any case;
 - every transaction that changes what search can find (an upload, a delete, a re-embedding) bumps
   `index_state.version` and logs the experts it touched in `index_changes` under that version;
 - a blob is deleted only by a transaction that holds its `blob_claims` row locked and sees no
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -91,6 +93,9 @@ class User(Base):
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
 
 
+Index("uq_users_lower_name", func.lower(User.name), unique=True)
+
+
 class ApiToken(Base):
     """A bearer token, stored as a salted hash; `lookup_id` is the public part used to find it.
 
@@ -146,6 +151,18 @@ class Expert(Base):
         "Expert.latest_revision == foreign(Revision.number))",
         viewonly=True,
     )
+
+
+# `uq_experts_live_owner_name` serves exact lookups; this one makes `alice/Trivia` and `alice/trivia`
+# the same live name.
+Index(
+    "uq_experts_live_owner_lower_name",
+    Expert.owner_id,
+    func.lower(Expert.name),
+    unique=True,
+    sqlite_where=text("deleted_at IS NULL"),
+    postgresql_where=text("deleted_at IS NULL"),
+)
 
 
 class Revision(Base):

@@ -6,8 +6,9 @@ Guarantees:
   and again at commit if another upload came first meanwhile (compare-and-swap);
 - a failed commit removes the blob it wrote only when no committed revision references the same
   content and no other upload is between its put and its commit (`registry.blob_claims`);
-- revision numbers per expert are 1, 2, 3...: the expert row's counter is incremented by an
-  UPDATE in the committing transaction, so concurrent uploads serialize on it instead of racing;
+- revision numbers of a name are 1, 2, 3... and never reused: the expert row's counter is
+  incremented by an UPDATE in the committing transaction, so concurrent uploads serialize on it
+  instead of racing, and an expert re-created after a delete continues its predecessor's count;
 - the revision, its task embedding and the search index's change record commit together.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import io
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -88,7 +89,7 @@ def _commit_revision(
     """Insert the next revision; retry when a concurrent upload created the same expert first."""
     for _attempt in range(COMMIT_ATTEMPTS):
         try:
-            expert = _live_expert_or_new(session, expert_id=expert_id, owner=owner)
+            expert, created = _live_expert_or_new(session, expert_id=expert_id, owner=owner)
             number = session.scalar(
                 update(Expert)
                 .where(Expert.id == expert.id, Expert.deleted_at.is_(None))
@@ -98,7 +99,8 @@ def _commit_revision(
             if number is None:  # deleted meanwhile: the next attempt creates a new expert
                 session.rollback()
                 continue
-            _check_parent(upload.metadata.parent_revision, expert_id, latest=number - 1)
+            latest = 0 if created else number - 1  # new: no revision yet, whatever its number
+            _check_parent(upload.metadata.parent_revision, expert_id, latest=latest)
             revision = _revision_row(upload, expert=expert, number=number)
             revision.embedding = embedding.row()
             session.add(revision)
@@ -106,22 +108,34 @@ def _commit_revision(
             record_changes(session, [expert.id])
             session.commit()
             return revision
-        except IntegrityError:
+        except IntegrityError:  # a concurrent creator won; the next attempt finds its expert
             session.rollback()
     raise ConflictError(f"{expert_id} is being written by other uploads right now; retry")
 
 
-def _live_expert_or_new(session: Session, *, expert_id: ExpertId, owner: User) -> Expert:
-    expert = session.scalar(
-        select(Expert).where(
-            Expert.owner_id == owner.id, Expert.name == expert_id.name, Expert.deleted_at.is_(None)
-        )
-    )
+def _live_expert_or_new(
+    session: Session, *, expert_id: ExpertId, owner: User
+) -> tuple[Expert, bool]:
+    """The live expert `expert_id` and False, or a new one (flushed) and True.
+
+    Names are case-insensitive per owner: ConflictError when a live expert differs only by case.
+    A new expert starts after the highest revision any deleted expert of the name (in any case)
+    reached, so a revision URL, served as immutable, never names other bytes.
+    """
+    same_name = (Expert.owner_id == owner.id, func.lower(Expert.name) == func.lower(expert_id.name))
+    expert = session.scalar(select(Expert).where(*same_name, Expert.deleted_at.is_(None)))
     if expert is None:
-        expert = Expert(owner=owner, name=expert_id.name)
+        reached = session.scalar(select(func.max(Expert.latest_revision)).where(*same_name))
+        expert = Expert(owner=owner, name=expert_id.name, latest_revision=reached or 0)
         session.add(expert)
         session.flush()
-    return expert
+        return expert, True
+    if expert.name != expert_id.name:
+        raise ConflictError(
+            f"{expert_id} conflicts with the existing expert {owner.name}/{expert.name}: "
+            "names are case-insensitive"
+        )
+    return expert, False
 
 
 def _check_parent(parent: int | None, expert_id: ExpertId, *, latest: int) -> None:

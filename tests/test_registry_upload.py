@@ -122,9 +122,10 @@ def test_upload_after_delete_starts_a_new_expert(hub: Hub, alice: str) -> None:
     hub.upload("alice/trivia", lora_adapter(seed=1), token=alice)
     hub.upload("alice/trivia", lora_adapter(seed=2), token=alice)
     assert hub.client.delete("/api/v1/experts/alice/trivia", headers=auth(alice)).status_code == 204
-    assert hub.upload("alice/trivia", lora_adapter(seed=3), token=alice).json()["revision"] == 1
+    assert hub.upload("alice/trivia", lora_adapter(seed=3), token=alice).json()["revision"] == 3
     expert = hub.client.get("/api/v1/experts/alice/trivia").json()
-    assert [row["revision"] for row in expert["revisions"]] == [1]
+    assert [row["revision"] for row in expert["revisions"]] == [3]
+    assert (expert["revision_count"], expert["latest"]["revision"]) == (1, 3)
 
 
 class RecordingListener:

@@ -202,7 +202,10 @@ def test_a_name_taken_again_after_deletion_is_live(hub: Hub) -> None:
     assert hub.client.get("/experts/erin/reused").status_code == 410
     assert hub.upload("erin/reused", lora_adapter(seed=2), token=token).status_code == 201
     assert hub.client.get("/experts/erin/reused").status_code == 200
-    assert hub.client.get("/experts/erin/reused/revisions/2").status_code == 404
+    assert hub.client.get("/experts/erin/reused/revisions/1").status_code == 404  # never reused
+    renumbered = hub.client.get("/experts/erin/reused/revisions/2")
+    assert renumbered.status_code == 200
+    assert "← Revision 1" not in renumbered.text  # no link to the deleted expert's revision
 
 
 def test_filter_menus_offer_what_live_experts_use(hub: Hub) -> None:
