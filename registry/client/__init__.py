@@ -15,6 +15,7 @@ from registry.client.errors import (
     ConflictError,
     ForbiddenError,
     HubError,
+    LimitExceededError,
     NotCachedError,
     NotFoundError,
     RateLimitedError,
@@ -23,16 +24,19 @@ from registry.client.errors import (
 from registry.client.http import RetryPolicy
 from registry.client.hub import HubClient
 from registry.client.refs import ExpertRef
+from registry.client.settings import ClientLimits
 
 __all__ = [
     "AuthError",
     "BadRequestError",
     "ChecksumMismatchError",
+    "ClientLimits",
     "ConflictError",
     "ExpertRef",
     "ForbiddenError",
     "HubClient",
     "HubError",
+    "LimitExceededError",
     "NotCachedError",
     "NotFoundError",
     "RateLimitedError",

@@ -93,12 +93,13 @@ def load_base_model(path: Path) -> LocalBaseModel:
 def load_lora_experts(client: HubClient, experts: Sequence[str],
                       alpha: float | None = None) -> list[LoraExpert]:
     """Decompressed LoRA experts, each named `owner/name@<revision number>`, so a composition
-    records exactly which revisions it used."""
+    records exactly which revisions it used; float32, within the client's decompression limit."""
     loaded = []
     for expert in experts:
-        revision, compressed = client.fetch(expert)
+        revision, compressed = client.fetch(expert, dtype=torch.float32)
         loaded.append(LoraExpert.from_compressed(f"{revision.id}@{revision.revision}", compressed,
-                                                 revision.adapter_config, alpha=alpha))
+                                                 revision.adapter_config, alpha=alpha,
+                                                 dtype=torch.float32))
     return loaded
 
 

@@ -7,6 +7,8 @@ means the same thing on both sides. Client-side checks that stop a request the s
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 
@@ -59,6 +61,12 @@ class ChecksumMismatchError(HubError):
     """A downloaded blob's sha256 is not the one the hub announced, twice in a row."""
 
 
+class LimitExceededError(HubError):
+    """The hub announced or sent more than the client's limits (settings.ClientLimits) allow, or
+    more than it announced: refused before the bytes are read or the memory allocated, not
+    retried."""
+
+
 class NotCachedError(HubError):
     """Offline mode, and the revision or its blob is not in the local cache."""
 
@@ -76,22 +84,23 @@ _FAMILY_BY_STATUS: dict[int, type[HubError]] = {
 }
 
 
-def server_detail(response: httpx.Response) -> str:
+def server_detail(body: bytes) -> str:
     """The `detail` of a JSON error body, else the start of the body (proxies answer HTML)."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return body["detail"]
-    return str(body)[:300]
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or cut short by the read cap; deep nesting
+        return body[:300].decode(errors="replace")
+    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
+        return parsed["detail"]
+    return str(parsed)[:300]
 
 
-def error_for_response(response: httpx.Response) -> HubError:
-    """The exception for an error answer; a status we do not know is a plain HubError."""
+def error_for_response(response: httpx.Response, body: bytes) -> HubError:
+    """The exception for an error answer whose (start of the) body is `body`; a status we do not
+    know is a plain HubError."""
     status = response.status_code
     family = _FAMILY_BY_STATUS.get(status, ServerUnavailableError if status >= 500 else HubError)
-    detail = server_detail(response)
+    detail = server_detail(body)
     request = response.request
     message = f"{request.method} {request.url} -> {status}: {detail}"
     if family is RateLimitedError:

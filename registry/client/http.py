@@ -7,6 +7,12 @@ What is retried (tenacity, exponential backoff with jitter):
   (the server's "put, then commit" leaves nothing behind on 503). A 500 or a read timeout after
   an upload was sent is not retried: the revision may exist already.
 When the retries run out, a ServerUnavailableError says so; 4xx answers are never retried.
+
+What is read (the hub is treated as hostile; the limits are in settings.py): the client asks for
+`Accept-Encoding: identity` and refuses an answer encoded anyway, since httpx would inflate a few
+compressed bytes to gigabytes inside one read; a JSON answer is read up to `max_answer_bytes` and
+an error answer's body up to MAX_ERROR_BODY_BYTES, the rest never. Blob bodies are read by the
+caller (transfer.py bounds them).
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from registry.client.errors import ServerUnavailableError, error_for_response
+from registry.client.errors import (
+    HubError,
+    LimitExceededError,
+    ServerUnavailableError,
+    error_for_response,
+)
+from registry.client.settings import MAX_ERROR_BODY_BYTES, ClientLimits
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 _NOT_PROCESSED_STATUSES = (502, 503, 504)
@@ -58,12 +70,14 @@ class HubHttp:
     """One httpx.Client per HubClient (connection reuse), with the token on every request."""
 
     def __init__(self, endpoint: str, *, token: str | None, timeout: float | httpx.Timeout,
-                 retry: RetryPolicy) -> None:
-        headers = {"User-Agent": f"compeft-hub/{version('compeft-hub')}"}
+                 retry: RetryPolicy, limits: ClientLimits) -> None:
+        headers = {"User-Agent": f"compeft-hub/{version('compeft-hub')}",
+                   "Accept-Encoding": "identity"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.endpoint = endpoint.rstrip("/")
         self.retry = retry
+        self.limits = limits
         self.client = httpx.Client(base_url=self.endpoint, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -98,26 +112,55 @@ class HubHttp:
             f"{type(exc).__name__}: {exc}") from exc
 
     def call(self, send: Callable[[], httpx.Response], *, idempotent: bool) -> httpx.Response:
-        """Run `send` with retries; the successful (2xx/3xx) response, or the mapped HubError."""
-        return self.retrying(idempotent=idempotent)(lambda: checked(send()))
+        """Run `send` (a `self.send` call) with retries: its answer, or the mapped HubError."""
+        return self.retrying(idempotent=idempotent)(send)
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One JSON call, without retries: the 2xx/3xx answer with its body read, or the HubError.
+
+        The body is read as it arrives and refused once it passes `limits.max_answer_bytes`.
+        """
+        limit = self.limits.max_answer_bytes
+        with self.client.stream(method, path, **kwargs) as response:
+            body = read_at_most(checked(response), limit)
+        if len(body) > limit:
+            raise LimitExceededError(f"{method} {response.request.url}: the answer is larger than "
+                                     f"the client's limit of {limit} bytes "
+                                     "(COMPEFT_HUB_MAX_ANSWER_BYTES)")
+        return httpx.Response(response.status_code, headers=response.headers, content=body,
+                              request=response.request)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """An idempotent JSON call (GET, DELETE, the search POST)."""
-        return self.call(lambda: self.client.request(method, path, **kwargs), idempotent=True)
+        return self.call(lambda: self.send(method, path, **kwargs), idempotent=True)
 
     @contextmanager
     def stream(self, path: str, *, headers: dict[str, str]) -> Iterator[httpx.Response]:
         """One GET whose body is read by the caller; error answers raise before the block runs."""
         with self.client.stream("GET", path, headers=headers) as response:
-            if response.is_error:
-                response.read()
-                checked(response)
-            yield response
+            yield checked(response)
+
+
+def read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The body as sent (never inflated), read until it ends or passes `limit` bytes; then
+    `limit + 1` bytes come back, for the caller to tell the two apart, and the rest is not read."""
+    body = bytearray()
+    for chunk in response.iter_raw():
+        body += chunk
+        if len(body) > limit:
+            break
+    return bytes(body[:limit + 1])
 
 
 def checked(response: httpx.Response) -> httpx.Response:
-    """`response` itself, or its HubError family raised when it is an error answer."""
+    """`response`, its body unread, or the HubError it stands for: its error family (from the
+    first MAX_ERROR_BODY_BYTES of the body), or a plain HubError for an encoded body."""
     if response.is_error:
-        raise error_for_response(response)
+        raise error_for_response(response, read_at_most(response, MAX_ERROR_BODY_BYTES))
+    encoding = response.headers.get("Content-Encoding", "identity")
+    if encoding.lower() != "identity":
+        request = response.request
+        raise HubError(f"{request.method} {request.url}: the hub answered Content-Encoding "
+                       f"{encoding!r} though the client asked for identity; refused, since a "
+                       "few compressed bytes can inflate without bound")
     return response
-

@@ -27,10 +27,10 @@ from compeft_core.peft_io import CONFIG_NAME, PICKLE_NAME, PICKLE_REFUSED, WEIGH
 from compeft_core.task_vectors import adapter_from_task_vector
 from registry.account_schemas import TokenCreated, TokenInfo, TokenList, TokenRequest, Whoami
 from registry.client.cache import BlobCache
-from registry.client.errors import BadRequestError, HubError, NotCachedError
+from registry.client.errors import BadRequestError, HubError, LimitExceededError, NotCachedError
 from registry.client.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HubHttp, RetryPolicy
 from registry.client.refs import ExpertRef
-from registry.client.settings import ClientSettings
+from registry.client.settings import ClientLimits, ClientSettings
 from registry.client.transfer import download_blob
 from registry.errors import describe_validation_errors
 from registry.schemas import (
@@ -81,7 +81,8 @@ class HubClient:
     COMPEFT_HUB_TOKEN, COMPEFT_HUB_CACHE (default ~/.cache/compeft-hub), COMPEFT_HUB_OFFLINE.
     Progress bars show on a terminal unless COMPEFT_HUB_DISABLE_PROGRESS_BARS=1; `tqdm_class`
     swaps the bar (e.g. a notebook or logging one). Experts are named `owner/name[@revision]`,
-    the revision a number or `latest` (the default).
+    the revision a number or `latest` (the default). `limits` bound what the hub may make the
+    client read or allocate (default: ClientLimits from the COMPEFT_HUB_MAX_* variables).
     """
 
     def __init__(
@@ -89,8 +90,10 @@ class HubClient:
         cache_dir: str | Path | None = None, *, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy = DEFAULT_RETRY, progress: bool | None = None,
         tqdm_class: type[tqdm] = tqdm, offline: bool | None = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         settings = ClientSettings()
+        self.limits = limits if limits is not None else ClientLimits()
         self.endpoint = url or settings.endpoint
         self.cache = BlobCache(Path(cache_dir) if cache_dir is not None else settings.cache)
         self.offline = settings.offline if offline is None else offline
@@ -98,7 +101,7 @@ class HubClient:
                          if progress is None else progress)
         self.tqdm_class = tqdm_class
         self._http = HubHttp(self.endpoint, token=token or settings.token, timeout=timeout,
-                             retry=retry)
+                             retry=retry, limits=self.limits)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -144,8 +147,8 @@ class HubClient:
 
         def send() -> httpx.Response:
             with config.open("rb") as config_file, weights.open("rb") as weights_file:
-                return self._http.client.post(
-                    f"{_expert_path(ref)}/revisions",
+                return self._http.send(
+                    "POST", f"{_expert_path(ref)}/revisions",
                     files={CONFIG_PART: (CONFIG_NAME, config_file, "application/json"),
                            WEIGHTS_PART: (WEIGHTS_NAME, weights_file, "application/octet-stream")},
                     data={METADATA_PART: metadata.model_dump_json(exclude_none=True)},
@@ -184,8 +187,8 @@ class HubClient:
         request = _request_body(TokenRequest, "token", read_only=read_only,
                                 expires_in_days=expires_in_days, name=name)
         response = self._http.call(
-            lambda: self._http.client.post(f"{API}/tokens",
-                                           json=request.model_dump(exclude_none=True)),
+            lambda: self._http.send("POST", f"{API}/tokens",
+                                    json=request.model_dump(exclude_none=True)),
             idempotent=False)
         return _parsed(TokenCreated, response)
 
@@ -267,18 +270,39 @@ class HubClient:
                                  sha256=revision.blob_sha256, size=revision.blob_bytes,
                                  progress=progress)
 
-    def fetch(self, expert: str) -> tuple[RevisionDetail, CompressedExpert]:
+    def fetch(self, expert: str, *, dtype: torch.dtype | None = None
+              ) -> tuple[RevisionDetail, CompressedExpert]:
         """A revision and its compressed expert, resolved once (so `latest` cannot move between
-        the two); the bytes parsed are bytes whose sha256 matched."""
+        the two); the bytes parsed are bytes whose sha256 matched.
+
+        With `dtype`, the expert is to be decompressed to it: LimitExceededError unless its dense
+        tensors fit `limits.max_decompressed_bytes`, by the revision's metadata before the
+        download and by the blob's own declaration before anything dense is allocated.
+        """
         ref = ExpertRef.parse(expert)
         revision = self._resolve(ref)
+        if dtype is not None:
+            self._check_decompressed_size(revision, revision.num_params, dtype)
         data = self.cache.read_verified(revision.blob_sha256)
         if data is None:
             data = self._blob_file(ref, revision).read_bytes()  # verified while downloading
-        return revision, CompressedExpert.from_bytes(data)
+        compressed = CompressedExpert.from_bytes(data)
+        if dtype is not None:
+            self._check_decompressed_size(revision, compressed.num_params, dtype)
+        return revision, compressed
+
+    def _check_decompressed_size(self, revision: RevisionDetail, params: int,
+                                 dtype: torch.dtype) -> None:
+        needed, limit = params * dtype.itemsize, self.limits.max_decompressed_bytes
+        if needed > limit:
+            raise LimitExceededError(
+                f"{revision.id}@{revision.revision} declares {params} parameters: {needed} bytes "
+                f"as {dtype}, over the client's limit of {limit} bytes "
+                "(COMPEFT_HUB_MAX_DECOMPRESSED_BYTES)")
 
     def load_expert(self, expert: str) -> CompressedExpert:
-        """The compressed expert, to decompress later with any alpha and dtype."""
+        """The compressed expert, to decompress later with any alpha and dtype (unbounded by
+        `limits`, unlike `load` and `export_peft`: check `num_params` first)."""
         return self.fetch(expert)[1]
 
     def load(self, expert: str, alpha: float | None = None,
@@ -288,13 +312,13 @@ class HubClient:
         A tensor decodes to alpha * sigma * sign on its kept entries; `alpha=None` uses the
         default alpha stored per tensor at upload.
         """
-        revision, compressed = self.fetch(expert)
+        revision, compressed = self.fetch(expert, dtype=dtype)
         return adapter_from_task_vector(revision.peft_type,
                                         compressed.decompress(alpha=alpha, dtype=dtype))
 
     def export_peft(self, expert: str, path: str | Path, alpha: float | None = None,
                     dtype: torch.dtype = torch.float32) -> Path:
         """Write the decompressed adapter as a folder `peft.PeftModel.from_pretrained` loads."""
-        revision, compressed = self.fetch(expert)
+        revision, compressed = self.fetch(expert, dtype=dtype)
         return export_adapter(compressed, revision.adapter_config, Path(path), alpha=alpha,
                               dtype=dtype)

@@ -1,8 +1,9 @@
-"""The client's environment variables, named like huggingface_hub's so users know them.
+"""The client's environment variables, named like huggingface_hub's so users know them, and the
+limits on what the client accepts from a hub.
 
-COMPEFT_HUB_ENDPOINT, COMPEFT_HUB_TOKEN, COMPEFT_HUB_CACHE, COMPEFT_HUB_OFFLINE and
-COMPEFT_HUB_DISABLE_PROGRESS_BARS. The server's Settings ignore these (and this class ignores the
-server's), so one shell can hold both.
+COMPEFT_HUB_ENDPOINT, COMPEFT_HUB_TOKEN, COMPEFT_HUB_CACHE, COMPEFT_HUB_OFFLINE,
+COMPEFT_HUB_DISABLE_PROGRESS_BARS and the COMPEFT_HUB_MAX_* limits. The server's Settings ignore
+these (and these classes ignore the server's), so one shell can hold both.
 """
 
 from __future__ import annotations
@@ -14,15 +15,38 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"  # where `compeft-hub serve` listens by default
 DEFAULT_CACHE = Path("~/.cache/compeft-hub")
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+# The part of an error answer read for its message; not a setting, no detail needs more.
+MAX_ERROR_BODY_BYTES = 64 * KiB
+_ENVIRONMENT = SettingsConfigDict(env_prefix="COMPEFT_HUB_", extra="ignore")
 
 
 class ClientSettings(BaseSettings):
     """Read once per HubClient; explicit constructor arguments win over these."""
 
-    model_config = SettingsConfigDict(env_prefix="COMPEFT_HUB_", extra="ignore")
+    model_config = _ENVIRONMENT
 
     endpoint: str = Field(default=DEFAULT_ENDPOINT, description="Base URL of the hub.")
     token: str | None = Field(default=None, description="Sent as `Authorization: Bearer ...`.")
     cache: Path = Field(default=DEFAULT_CACHE, description="Root of the download cache.")
     offline: bool = Field(default=False, description="Answer from the cache only, never call.")
     disable_progress_bars: bool = False
+
+
+class ClientLimits(BaseSettings):
+    """How much the client takes from a hub, which it treats as hostile (COMPEFT_HUB_MAX_*).
+
+    Each is enforced before the bytes are read or the memory allocated, never after. Raise one
+    with its variable or `HubClient(limits=ClientLimits(...))` when a legitimate expert needs it.
+    """
+
+    model_config = _ENVIRONMENT
+
+    max_blob_bytes: int = Field(
+        default=4 * GiB, gt=0,
+        description="Largest blob downloaded; a revision announcing a larger one is refused.")
+    max_answer_bytes: int = Field(
+        default=16 * MiB, gt=0, description="Largest JSON answer read (metadata, lists, search).")
+    max_decompressed_bytes: int = Field(
+        default=8 * GiB, gt=0,
+        description="Largest dense state dict decompressed: parameters x output dtype size.")
