@@ -24,10 +24,13 @@ WAIT_S = 15  # far above the deadline: the box is shared
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
-    """`compeft-hub serve` on its embedded defaults, with 1 s header and body deadlines."""
+    """`compeft-hub serve` on an embedded SQLite file (what is under test is HTTP, not SQL;
+    DATABASE_URL of the CI must not leak in), with 1 s header and body deadlines."""
     folder = tmp_path_factory.mktemp("slow-clients")
     environment = {
         "COMPEFT_HUB_DATA_DIR": str(folder / "data"),
+        "COMPEFT_HUB_DATABASE_URL": f"sqlite:///{folder / 'data' / 'hub.sqlite3'}",
+        "COMPEFT_HUB_AUTO_UPGRADE": "true",
         "COMPEFT_HUB_HEADER_TIMEOUT_S": str(DEADLINE_S),
         "COMPEFT_HUB_BODY_TIMEOUT_S": str(DEADLINE_S),
     }
@@ -54,14 +57,20 @@ def _closed_by_server(connection: socket.socket) -> bool:
 
 
 def _answer(connection: socket.socket) -> tuple[int, bytes]:
-    """The status and the rest of one HTTP answer read from `connection`."""
+    """The status and the whole of one HTTP answer (headers and Content-Length body)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = connection.recv(65536)
         assert chunk, f"connection closed after {data!r}"
         data += chunk
-    status_line = data.split(b"\r\n", 1)[0]
-    return int(status_line.split()[1]), data
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+    length = int(lengths[0].split(b":")[1]) if lengths else 0
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        body += chunk
+    return int(head.split(b"\r\n", 1)[0].split()[1]), head + b"\r\n\r\n" + body
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_deadline(
