@@ -22,7 +22,15 @@ from compeft_core.ternary import pack_ternary, segment_moments, select_threshold
 _FLOAT_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16",
                  torch.float32: "float32", torch.float64: "float64"}
 MAX_EXTRA_CHARS = 4096
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # ComPEFT computes and stores in float32
+
+
+def beyond_float32(name: str) -> str:
+    """The refusal of a tensor holding values that float32 does not."""
+    return (
+        f"{name}: holds values beyond the float32 range (+-{FLOAT32_MAX:.4g}), the precision "
+        "ComPEFT computes in; rescale it"
+    )
 
 
 def _check_arguments(
@@ -33,7 +41,7 @@ def _check_arguments(
         raise CompressionInputError(f"density must be in (0, 1], got {density!r}")
     if scope not in SCOPES:
         raise CompressionInputError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if alpha is not None and not (isinstance(alpha, (int, float)) and abs(alpha) <= _FLOAT32_MAX):
+    if alpha is not None and not (isinstance(alpha, (int, float)) and abs(alpha) <= FLOAT32_MAX):
         raise CompressionInputError(
             f"alpha must be a finite number within the float32 range (it is stored as float32) "
             f"or None, got {alpha!r}"
@@ -88,10 +96,7 @@ def _unrepresentable(
         if not np.isfinite(flat[end - tensor.numel() : end]).all()
     )
     if torch.isfinite(tensor).all():
-        return CompressionInputError(
-            f"{name}: holds values beyond the float32 range (+-{_FLOAT32_MAX:.4g}), the precision "
-            "ComPEFT computes in; rescale the tensor"
-        )
+        return CompressionInputError(beyond_float32(name))
     return CompressionInputError(f"{name}: contains NaN or infinite values")
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from compeft_core.compress import FLOAT32_MAX, beyond_float32
 from compeft_core.errors import AdapterFormatError
 
 CONFIG_NAME = "adapter_config.json"
@@ -210,9 +210,8 @@ def _fits_float32(tensor: torch.Tensor) -> bool:
     """Every (finite) value within float32's range: ComPEFT computes and stores in float32."""
     if tensor.dtype != torch.float64:
         return True  # float16, bfloat16 and float32 cannot exceed it
-    limit = np.finfo(np.float32).max
     values = tensor.contiguous().numpy()
-    return bool(-limit <= values.min() and values.max() <= limit)
+    return bool(-FLOAT32_MAX <= values.min() and values.max() <= FLOAT32_MAX)
 
 
 def _check_values(tensors: dict[str, torch.Tensor]) -> None:
@@ -225,11 +224,7 @@ def _check_values(tensors: dict[str, torch.Tensor]) -> None:
         if not _all_finite(tensor):
             raise AdapterFormatError(f"{name}: contains NaN or infinite values")
         if not _fits_float32(tensor):
-            raise AdapterFormatError(
-                f"{name}: holds values beyond the float32 range "
-                f"(+-{np.finfo(np.float32).max:.4g}), the precision ComPEFT computes in; "
-                "rescale the adapter"
-            )
+            raise AdapterFormatError(beyond_float32(name))
 
 
 def _not_adapter_weight(name: str, peft_type: str, expected: str) -> AdapterFormatError:

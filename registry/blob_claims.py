@@ -25,16 +25,15 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from registry.database import upsert
 from registry.models import BlobClaim, Revision, utc_now
 from storage import BlobStore
 
 logger = logging.getLogger(__name__)
 
 CLAIM_TTL = timedelta(hours=1)
-_UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def _add_writers(
@@ -42,12 +41,12 @@ def _add_writers(
 ) -> tuple[int, datetime]:
     """Add `delta` writers to the claim row (created if absent), which stays locked until the
     transaction ends; `now` also records a new claim time. Returns (writers, claimed_at)."""
-    upsert = _UPSERTS[session.get_bind().dialect.name](BlobClaim)
     changes: dict[str, object] = {"writers": BlobClaim.writers + delta}
     if now is not None:
         changes["claimed_at"] = now
     writers, claimed_at = session.execute(
-        upsert.values(sha256=sha256, writers=max(delta, 0), claimed_at=now or utc_now())
+        upsert(session, BlobClaim)
+        .values(sha256=sha256, writers=max(delta, 0), claimed_at=now or utc_now())
         .on_conflict_do_update(index_elements=[BlobClaim.sha256], set_=changes)
         .returning(BlobClaim.writers, BlobClaim.claimed_at)
     ).one()
@@ -76,9 +75,9 @@ def abandon(session: Session, store: BlobStore, sha256: str) -> None:
     try:
         session.rollback()
         writers, _ = _add_writers(session, sha256, -1, now=None)
-        if writers <= 0 and not _referenced(session, sha256):
-            store.delete(sha256)
         if writers <= 0:
+            if not _referenced(session, sha256):
+                store.delete(sha256)
             session.execute(delete(BlobClaim).where(BlobClaim.sha256 == sha256))
         session.commit()
     except Exception:
@@ -93,7 +92,7 @@ def delete_if_unclaimed(session: Session, store: BlobStore, sha256: str) -> bool
     longer protects the blob.
     """
     writers, claimed_at = _add_writers(session, sha256, 0, now=None)
-    live = writers > 0 and utc_now() - claimed_at < CLAIM_TTL
+    live = writers > 0 and claimed_at > _stale_before()
     if live or _referenced(session, sha256):
         session.commit()
         return False
@@ -101,6 +100,22 @@ def delete_if_unclaimed(session: Session, store: BlobStore, sha256: str) -> bool
     session.execute(delete(BlobClaim).where(BlobClaim.sha256 == sha256))
     session.commit()
     return True
+
+
+def claimed_blobs(session: Session) -> set[str]:
+    """The blobs a live claim protects: put (or about to be) by an upload still in flight."""
+    return set(
+        session.scalars(
+            select(BlobClaim.sha256).where(
+                BlobClaim.writers > 0, BlobClaim.claimed_at > _stale_before()
+            )
+        )
+    )
+
+
+def _stale_before() -> datetime:
+    """Claims made before this are a killed writer's: they no longer protect their blob."""
+    return utc_now() - CLAIM_TTL
 
 
 def _referenced(session: Session, sha256: str) -> bool:

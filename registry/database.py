@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -33,6 +34,15 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+_UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def upsert(session: Session, model: type[DeclarativeBase]) -> Any:
+    """An INSERT of `model` that takes `.on_conflict_do_update` on the session's backend: both
+    spell it alike, but SQLAlchemy has one construct per dialect."""
+    return _UPSERTS[session.get_bind().dialect.name](model)
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

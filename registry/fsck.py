@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from registry.blob_claims import CLAIM_TTL, delete_if_unclaimed
-from registry.models import BlobClaim, Expert, Revision, User, utc_now
+from registry.blob_claims import claimed_blobs, delete_if_unclaimed
+from registry.models import Expert, Revision, User
 from storage import BlobStore
 
 
@@ -70,7 +70,7 @@ def fsck(
         .join(Expert.owner)
         .order_by(Revision.id)
     ).all()
-    claimed = _claimed_blobs(session)
+    claimed = claimed_blobs(session)
     stored = set(store.keys())
     corrupt = sorted(key for key in stored if not _intact(store, key)) if verify else []
     intact = stored - set(corrupt)
@@ -103,17 +103,6 @@ def fsck(
     report.marked_present = _set_blob_missing(session, back, missing=False)
     session.commit()
     return report
-
-
-def _claimed_blobs(session: Session) -> set[str]:
-    """Blobs that an upload has claimed recently and not committed or given up yet."""
-    return set(
-        session.scalars(
-            select(BlobClaim.sha256).where(
-                BlobClaim.writers > 0, BlobClaim.claimed_at > utc_now() - CLAIM_TTL
-            )
-        )
-    )
 
 
 def _intact(store: BlobStore, key: str) -> bool:

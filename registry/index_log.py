@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from sqlalchemy import Select, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from registry.database import upsert
 from registry.models import IndexChange, IndexState
 
-_UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 STATE_ROW = 1
 
 
@@ -27,9 +26,9 @@ def record_changes(session: Session, expert_ids: Collection[int]) -> int:
     Call it last before the commit: the counter's lock is then held for the commit only.
     Returns the new version.
     """
-    upsert = _UPSERTS[session.get_bind().dialect.name](IndexState)
     version: int = session.execute(
-        upsert.values(id=STATE_ROW, version=1)
+        upsert(session, IndexState)
+        .values(id=STATE_ROW, version=1)
         .on_conflict_do_update(
             index_elements=[IndexState.id], set_={"version": IndexState.version + 1}
         )

@@ -9,7 +9,7 @@ of the socket the request arrived on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +33,11 @@ class FixedOrigin:
 
     app: ASGIApp
     public_url: str | None = None
+    _public: tuple[str, str] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None:
+            self._public = public_origin(self.public_url)  # parsed once, not per request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -42,8 +47,8 @@ class FixedOrigin:
         await self.app(scope, receive, send)
 
     def _origin(self, scope: Scope) -> tuple[str, str]:
-        if self.public_url is not None:
-            return public_origin(self.public_url)
+        if self._public is not None:
+            return self._public
         scheme = scope.get("scheme", "http")
         host, port = scope.get("server") or ("localhost", None)
         if port is None or port == _DEFAULT_PORTS.get(scheme):

@@ -2,8 +2,9 @@
 
 Guarantees:
 - a committed revision always points at a blob that was stored before the commit;
-- an upload naming a `parent_revision` that is not the latest fails before any byte is stored,
-  and again at commit if another upload came first meanwhile (compare-and-swap);
+- an upload naming a `parent_revision` that is not the latest, or a name that differs from a live
+  expert's only by case, fails before any byte is stored, and again at commit if another upload
+  came first meanwhile (compare-and-swap);
 - a failed commit removes the blob it wrote only when no committed revision references the same
   content and no other upload is between its put and its commit (`registry.blob_claims`);
 - revision numbers of a name are 1, 2, 3... and never reused: the expert row's counter is
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import io
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,24 +33,21 @@ from storage import BlobStore
 COMMIT_ATTEMPTS = 3
 
 
-def check_parent_revision(session: Session, expert_id: ExpertId, parent: int | None) -> None:
-    """Refuse early (ConflictError) an upload whose `parent_revision` is already not the latest.
+def refuse_doomed_upload(session: Session, expert_id: ExpertId, parent: int | None) -> None:
+    """Refuse (ConflictError), before anything is compressed or stored, an upload that its
+    commit would refuse as things stand: a name taken in another case, a stale `parent_revision`.
 
     Ends its read transaction, so no connection is held while the caller compresses.
     """
-    if parent is None:
-        return
-    latest = session.scalar(
-        select(Expert.latest_revision)
+    live = session.execute(
+        select(Expert.name, Expert.latest_revision)
         .join(Expert.owner)
-        .where(
-            User.name == expert_id.owner,
-            Expert.name == expert_id.name,
-            Expert.deleted_at.is_(None),
-        )
-    )
+        .where(User.name == expert_id.owner, _named(expert_id), Expert.deleted_at.is_(None))
+    ).first()
     session.rollback()
-    _check_parent(parent, expert_id, latest=latest or 0)
+    if live is not None:
+        _refuse_other_case(expert_id, live.name)
+    _check_parent(parent, expert_id, latest=0 if live is None else live.latest_revision)
 
 
 def publish_revision(
@@ -122,7 +120,7 @@ def _live_expert_or_new(
     A new expert starts after the highest revision any deleted expert of the name (in any case)
     reached, so a revision URL, served as immutable, never names other bytes.
     """
-    same_name = (Expert.owner_id == owner.id, func.lower(Expert.name) == func.lower(expert_id.name))
+    same_name = (Expert.owner_id == owner.id, _named(expert_id))
     expert = session.scalar(select(Expert).where(*same_name, Expert.deleted_at.is_(None)))
     if expert is None:
         reached = session.scalar(select(func.max(Expert.latest_revision)).where(*same_name))
@@ -130,12 +128,22 @@ def _live_expert_or_new(
         session.add(expert)
         session.flush()
         return expert, True
-    if expert.name != expert_id.name:
+    _refuse_other_case(expert_id, expert.name)
+    return expert, False
+
+
+def _named(expert_id: ExpertId) -> ColumnElement[bool]:
+    """Experts whose name is `expert_id`'s regardless of case (names are unique that way)."""
+    return func.lower(Expert.name) == func.lower(expert_id.name)
+
+
+def _refuse_other_case(expert_id: ExpertId, existing_name: str) -> None:
+    """ConflictError when the live expert found differs from `expert_id` only by case."""
+    if existing_name != expert_id.name:
         raise ConflictError(
-            f"{expert_id} conflicts with the existing expert {owner.name}/{expert.name}: "
+            f"{expert_id} conflicts with the existing expert {expert_id.owner}/{existing_name}: "
             "names are case-insensitive"
         )
-    return expert, False
 
 
 def _check_parent(parent: int | None, expert_id: ExpertId, *, latest: int) -> None:

@@ -6,7 +6,6 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -18,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from compeft_core.compress import FLOAT32_MAX
 from registry.errors import CorruptRecordError
 from registry.models import BASE_MODEL_LENGTH, TAG_LENGTH, Expert, Revision
 from retrieval import MAX_K, MAX_QUERY_EXAMPLES
@@ -25,7 +25,6 @@ from retrieval import MAX_K, MAX_QUERY_EXAMPLES
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 SQL_INTEGER_MAX = 2**31 - 1  # SQL INTEGER columns are 32-bit on PostgreSQL
 # Every float the API answers: JSON has no infinity or NaN (pydantic would write `null`, which
 # breaks the schema and every client), so a row holding one is refused when converted.

@@ -22,7 +22,7 @@ from registry.events import RegistryListener, RevisionCommitted, notify
 from registry.ids import ExpertId
 from registry.ingest import compress_upload, parse_metadata
 from registry.models import Revision
-from registry.publish import check_parent_revision, publish_revision
+from registry.publish import publish_revision, refuse_doomed_upload
 from registry.schemas import RevisionCreated
 from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload, UploadLimits, receive_upload
@@ -66,7 +66,7 @@ def _compress_and_publish(
 ) -> RevisionCreated:
     settings = services.settings
     metadata = parse_metadata(received.metadata_path)
-    check_parent_revision(services.session, expert_id, metadata.parent_revision)
+    refuse_doomed_upload(services.session, expert_id, metadata.parent_revision)
     upload = compress_upload(
         received,
         metadata,
