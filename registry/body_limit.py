@@ -51,7 +51,8 @@ class BodyLimit:
             if complete:  # after the body only a disconnect can come: wait as long as it takes
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.stall_timeout_s)
+                async with asyncio.timeout(self.stall_timeout_s):  # no task per chunk, unlike wait_for
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(
                     408, f"no byte of the request body arrived for {self.stall_timeout_s:g} s"

@@ -138,6 +138,8 @@ class Expert(Base):
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     name: Mapped[str] = mapped_column(String(ID_PART_LENGTH))
     latest_revision: Mapped[int] = mapped_column(default=0)
+    # Numbers taken by earlier (deleted) experts of the name: this one's revisions follow them.
+    revisions_before: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 

@@ -124,7 +124,10 @@ def _live_expert_or_new(
     expert = session.scalar(select(Expert).where(*same_name, Expert.deleted_at.is_(None)))
     if expert is None:
         reached = session.scalar(select(func.max(Expert.latest_revision)).where(*same_name))
-        expert = Expert(owner=owner, name=expert_id.name, latest_revision=reached or 0)
+        reached = reached or 0
+        expert = Expert(
+            owner=owner, name=expert_id.name, latest_revision=reached, revisions_before=reached
+        )
         session.add(expert)
         session.flush()
         return expert, True

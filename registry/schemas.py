@@ -235,7 +235,7 @@ def _expert_fields(expert: Expert, latest: Revision) -> dict[str, Any]:
         "owner": expert.owner.name,
         "name": expert.name,
         "created_at": expert.created_at,
-        "revision_count": len(expert.revisions),  # its own: a re-created one starts past 1
+        "revision_count": expert.latest_revision - expert.revisions_before,
         "latest": RevisionSummary.from_row(latest),
     }
 

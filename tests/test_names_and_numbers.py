@@ -213,17 +213,18 @@ def test_upgrade_lists_existing_collisions_and_stops(engine: Engine) -> None:
     with engine.begin() as connection:
         command.downgrade(alembic_config(connection), "0004")
     try:
-        with Session(engine) as session:
-            bob, bob2 = User(name="bob"), User(name="Bob")
-            carol = User(name="carol")
-            gone = utc_now()
-            session.add_all([
-                bob, bob2, carol,
-                Expert(owner=carol, name="qa"), Expert(owner=carol, name="QA"),
-                Expert(owner=carol, name="old", deleted_at=gone),
-                Expert(owner=carol, name="OLD"),  # a deleted look-alike is no collision
-            ])  # fmt: skip
-            session.commit()
+        with engine.begin() as connection:  # SQL of schema 0004: the models are at head
+            users = "INSERT INTO users (name, created_at) VALUES (:name, :now)"
+            experts = (
+                "INSERT INTO experts (owner_id, name, latest_revision, created_at, deleted_at) "
+                "SELECT id, :name, 0, :now, :deleted FROM users WHERE name = 'carol'"
+            )
+            now = utc_now()
+            for name in ("bob", "Bob", "carol"):
+                connection.execute(text(users), {"name": name, "now": now})
+            for name, deleted in (("qa", None), ("QA", None), ("old", now), ("OLD", None)):
+                # a deleted look-alike is no collision
+                connection.execute(text(experts), {"name": name, "now": now, "deleted": deleted})
         with pytest.raises(SchemaOutOfDateError) as refused:
             upgrade_schema(engine)
         listed = re.search(r"users (.+); live experts (.+?)\. ", str(refused.value))

@@ -144,7 +144,7 @@ def revision_page(
         "revision": RevisionDetail.from_row(row),
         "revision_count": row.expert.latest_revision,
         # a name re-created after deletion numbers on from the old expert's revisions
-        "first_revision": row.expert.revisions[0].number,
+        "first_revision": row.expert.revisions_before + 1,
         "hub_url": _hub_url(request),
     }
     return render(request, "revision.html", context)
