@@ -139,6 +139,10 @@ class CountedLoss:
     calls: int = 0
     seconds: float = 0.0
 
+    @property
+    def num_examples(self) -> int:
+        return self.loss.num_examples
+
     def __call__(self, model: torch.nn.Module) -> float:
         start = time.perf_counter()
         value = self.loss(model)
@@ -169,17 +173,16 @@ def weighted_state_dict(weights: Sequence[float], cache: Sequence[dict[str, torc
 
 
 def reference_lorahub(peft_model: torch.nn.Module, cache: Sequence[dict[str, torch.Tensor]],
-                      loss: Callable[[torch.nn.Module], float], *, budget: int, seed: int
-                      ) -> tuple[np.ndarray, str]:
+                      loss: CountedLoss, *, budget: int, seed: int) -> tuple[np.ndarray, str]:
     """The reference `lorahub_learning` search loop; returns the recommended weights and the
     optimizer NGOpt chose. The model is left holding the recommended composition."""
     random.seed(seed)
     np.random.seed(seed)
 
-    def get_score(weights: np.ndarray) -> float:
+    def get_score(weights: np.ndarray) -> float:  # default_get_loss: mean / examples
         set_peft_model_state_dict(peft_model, weighted_state_dict(weights, cache))
-        return loss(peft_model) + LORAHUB_REGULARIZATION * sum(abs(w) for w in weights) / len(
-            weights)
+        return loss(peft_model) / loss.num_examples + LORAHUB_REGULARIZATION * sum(
+            abs(w) for w in weights) / len(weights)
 
     count = len(cache)
     instrum = ng.p.Array(init=[0] * count, upper=[LORAHUB_BOUND] * count,

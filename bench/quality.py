@@ -68,7 +68,7 @@ from compeft_core import compress
 from compeft_core.compose import LoraComposer
 from compeft_core.fewshot import FewShotLoss
 from compeft_core.lora_expert import LoraExpert
-from compeft_core.lorahub import lorahub_search
+from compeft_core.lorahub import lorahub_regularization, lorahub_search
 from compeft_core.merge import merge_lora_experts
 from compeft_core.peft_io import WEIGHTS_NAME, read_adapter_folder
 from registry.client import HubClient
@@ -247,7 +247,8 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
             try:
                 composer.apply([1.0] + [0.0] * (len(retrieved) - 1))
                 top1 = bench.score(composer.peft_model, task.name, "test")
-                found = lorahub_search(composer, loss, budget=budget.compose_steps, seed=seed)
+                found = lorahub_search(composer, loss, budget=budget.compose_steps, seed=seed,
+                                       regularization=lorahub_regularization(len(shots)))
                 composed = bench.score(composer.peft_model, task.name, "test")
             finally:
                 composer.peft_model.unload()

@@ -235,13 +235,8 @@ def _compressed_adapter(folder: Path) -> CompressedUpload:
         folder / "adapter_model.safetensors",
         folder / "metadata.json",
     )
-    return compress_upload(
-        received,
-        UploadMetadata(task_description="template"),
-        default_density=0.1,
-        default_scope="tensor",
-        max_tensors=10,
-    )
+    return compress_upload(received, UploadMetadata(task_description="template"),
+                           Settings(max_tensors=10))
 
 
 @dataclass

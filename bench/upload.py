@@ -6,9 +6,10 @@ local folder and once on S3 (a real SeaweedFS `weed mini` on loopback); the clie
 
 Printed per backend: upload MB/s of fp16 input (target >= 50 MB/s on 2 cores), download MB/s of
 blob bytes, the HTTP body bytes each way as the server counted them, and the share of the upload
-time taken by the server's two CPU steps, re-run in this process on the same files right after
+time taken by the server's CPU steps, re-run in this process on the same files right after
 each upload (so both see the same load on the machine): parsing and validating the safetensors,
-and compressing. The last line is one JSON object; `upload_mb_s` and `download_mb_s` are the best
+compressing, and measuring the fidelity of the result (target: under 20% of the upload). The
+last line is one JSON object; `upload_mb_s` and `download_mb_s` are the best
 runs of the slower backend, `ratio` = fp16 bytes / blob bytes.
 
     python -m bench.upload            # LLaMA-7B r=32 on q, k, v, o: 33.5M params, 64 MiB fp16
@@ -45,6 +46,7 @@ class UploadSample:
     upload_s: float
     parse_s: float
     compress_s: float
+    fidelity_s: float
     wire: WireBytes
 
 
@@ -78,6 +80,10 @@ class BackendResult:
         return Timing([sample.compress_s for sample in self.uploads])
 
     @property
+    def fidelity(self) -> Timing:
+        return Timing([sample.fidelity_s for sample in self.uploads])
+
+    @property
     def download(self) -> Timing:
         return Timing([sample.download_s for sample in self.downloads])
 
@@ -86,14 +92,22 @@ class BackendResult:
         return self.downloads[-1].blob_bytes
 
 
-def server_steps(folder: Path, settings: Settings) -> tuple[float, float]:
+def server_steps(folder: Path, settings: Settings) -> tuple[float, float, float]:
     """Seconds of what registry/ingest.py does with an upload's files: read and validate the
-    adapter (safetensors parse, finite check, LoRA pairs), then compress and serialize it."""
+    adapter (safetensors parse, finite check, LoRA pairs), then compress and serialize it with
+    its fidelity measured; and the fidelity's own cost, the difference to the same compression
+    without it (noise can make a difference of two timings slightly negative)."""
     parse_s, adapter = timed(lambda: read_adapter(folder / CONFIG_NAME, folder / WEIGHTS_NAME))
     task_vector = adapter_task_vector(adapter)
-    compress_s, _ = timed(lambda: compress(task_vector, density=settings.default_density,
-                                           scope=settings.default_scope).to_bytes())
-    return parse_s, compress_s
+
+    def compressed(measure_fidelity: bool) -> bytes:
+        return compress(task_vector, density=settings.default_density,
+                        scope=settings.default_scope, factorisation=settings.default_factorisation,
+                        scale=settings.default_scale, measure_fidelity=measure_fidelity).to_bytes()
+
+    compress_s, _ = timed(lambda: compressed(True))
+    plain_s, _ = timed(lambda: compressed(False))
+    return parse_s, compress_s, compress_s - plain_s
 
 
 def measure_backend(backend: str, hub: RunningHub, folder: Path, workdir: Path,
@@ -152,8 +166,9 @@ def print_report(fp16_bytes: int, params: int, results: list[BackendResult]) -> 
               f"{down.median * 1e3:.1f} ms; wire {down_wire.sent:,} B down, "
               f"{down_wire.received:,} B up")
         print(f"{tag} blob {result.blob_bytes:,} B: ratio {fp16_bytes / result.blob_bytes:.1f}x")
-        for label, step in (("parse+validate", result.parse), ("compress", result.compress)):
-            print(f"{tag}   {label:15} best {step.best:.3f} s = {step.best / up.best:.0%} of the "
+        for label, step in (("parse+validate", result.parse), ("compress", result.compress),
+                            ("  of which fidelity", result.fidelity)):
+            print(f"{tag}   {label:19} best {step.best:.3f} s = {step.best / up.best:.0%} of the "
                   f"best upload, median {step.median:.3f} s = {step.median / up.median:.0%}")
 
 
@@ -189,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio": fp16_bytes / results[0].blob_bytes,
         "upload_mb_s_median": min(r.upload.rate(fp16_bytes / MB)[1] for r in results),
         "compress_share": max(r.compress.best / r.upload.best for r in results),
+        "fidelity_share": max(r.fidelity.median / r.upload.median for r in results),
         "backends": backends,
     }
     print(json.dumps(summary))

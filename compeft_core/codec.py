@@ -6,7 +6,9 @@ Layout (docs/blob-format.md is the specification):
 - tensor `mask`   (U8): rANS words (little-endian uint32) coding the packed keep-mask
 - tensor `signs`  (U8): one bit per kept entry in position order, set = negative
 - tensor `scales` (F32, shape [2, segments]): sigma, then default alpha, per segment
-- `__metadata__`: format, version, codec, scope, density, params, kept, crc32, and extra keys.
+- `__metadata__`: format, version, codec, scope, density, params, kept, crc32, factorisation,
+  scale (version 2 on), and extra keys. Version 1 blobs (no factorisation, no scale) still decode,
+  bit-identically: they are "as-trained" with the "entry" scale (or "fixed", which v1 cannot say).
 
 Decoding treats the bytes as hostile: every size is bounded before anything is allocated and
 every failure is a BlobFormatError.
@@ -25,10 +27,12 @@ import safetensors
 import safetensors.numpy
 
 from compeft_core.errors import BlobFormatError
-from compeft_core.expert import SCOPES, CompressedExpert
+from compeft_core.expert import SCOPES, STORED_SCALES, CompressedExpert
+from compeft_core.lora_gauge import FACTORISATIONS
 
 FORMAT = "compeft"
-VERSION = "1"
+VERSION = "2"
+READABLE_VERSIONS = ("1", "2")
 CODEC = "rans8-v1"
 MAX_HEADER_BYTES = 1 << 20
 MAX_INDEX_BYTES = 64 << 20
@@ -41,7 +45,7 @@ MAX_PARAMS_PER_BLOB_BYTE = 2000
 INPUT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _DTYPE_NAMES = {"|u1": "U8", "<f4": "F32"}
 _RESERVED = ("format", "version", "codec", "scope", "density", "params", "kept", "streams",
-             "crc32")
+             "crc32", "factorisation", "scale")
 MAX_STREAMS_TEXT = 64 * 21
 
 
@@ -107,6 +111,7 @@ def encode_blob(expert: CompressedExpert) -> bytes:
         "format": FORMAT, "version": VERSION, "codec": CODEC, "scope": expert.scope,
         "density": repr(float(expert.density)), "params": str(expert.num_params),
         "kept": str(expert.kept), "streams": ",".join(map(str, expert.mask_streams)),
+        "factorisation": expert.factorisation, "scale": expert.scale,
     }
     metadata["crc32"] = _checksum(metadata, arrays)
     return _safetensors_bytes(arrays, metadata)
@@ -153,10 +158,11 @@ def _read_header(data: bytes) -> dict:
 def _check_metadata(meta: dict) -> tuple[int, int, str, float]:
     if meta.get("format") != FORMAT:
         raise BlobFormatError(f"not a ComPEFT blob (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION or meta.get("codec") != CODEC:
+    if meta.get("version") not in READABLE_VERSIONS or meta.get("codec") != CODEC:
         raise BlobFormatError(
             f"unsupported blob version {meta.get('version')!r} / codec {meta.get('codec')!r}; "
-            f"this library reads version {VERSION} with codec {CODEC}: upgrade compeft-hub"
+            f"this library reads versions {', '.join(READABLE_VERSIONS)} with codec {CODEC}: "
+            "upgrade compeft-hub"
         )
     if meta.get("scope") not in SCOPES:
         raise BlobFormatError(f"blob has an unknown scope {meta.get('scope')!r}")
@@ -225,6 +231,20 @@ def _check_index(index: dict) -> tuple[tuple[str, ...], tuple[tuple[int, ...], .
     return tuple(names), tuple(tuple(s) for s in shapes), tuple(dtypes)
 
 
+def _compression_choices(meta: dict) -> tuple[str, str]:
+    """(factorisation, scale): recorded from version 2 on; version 1 knew only the paper's."""
+    if meta["version"] == "1":
+        return "as-trained", "entry"
+    factorisation, scale = meta.get("factorisation"), meta.get("scale")
+    if factorisation not in FACTORISATIONS:
+        raise BlobFormatError(f"blob has an unknown factorisation {str(factorisation)[:40]!r}; "
+                              f"this library knows {', '.join(FACTORISATIONS)}")
+    if scale not in STORED_SCALES:
+        raise BlobFormatError(f"blob has an unknown scale {str(scale)[:40]!r}; this library "
+                              f"knows {', '.join(STORED_SCALES)}")
+    return factorisation, scale
+
+
 def _stream_words(meta: dict) -> tuple[int, ...]:
     text = meta.get("streams")
     if not isinstance(text, str) or not 0 < len(text) <= MAX_STREAMS_TEXT:
@@ -240,6 +260,7 @@ def decode_blob(data: bytes) -> CompressedExpert:
     data = bytes(data)
     meta = _read_header(data)["__metadata__"]
     params, kept, scope, density = _check_metadata(meta)
+    factorisation, scale = _compression_choices(meta)
     if params > MAX_PARAMS_PER_BLOB_BYTE * len(data):
         raise BlobFormatError(
             f"blob declares {params} parameters, implausibly many for {len(data)} bytes"
@@ -266,4 +287,5 @@ def decode_blob(data: bytes) -> CompressedExpert:
         mask_words=mask.view("<u4").astype(np.uint32), mask_streams=_stream_words(meta),
         signs=arrays["signs"], kept=kept,
         extra={k: v for k, v in meta.items() if k not in _RESERVED},
+        factorisation=factorisation, scale=scale,
     )

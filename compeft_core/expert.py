@@ -1,8 +1,10 @@
 """`CompressedExpert`: a ComPEFT-compressed set of tensors, as held in memory.
 
 An expert keeps, per scope segment (one per tensor, or one for all tensors), the standard deviation
-sigma of the original values and a default alpha; a kept entry decodes to alpha * sigma * sign(x)
-and every other entry to 0. Alpha can be changed at decode time without touching the coded data.
+sigma of the values it compressed and a default alpha; a kept entry decodes to
+alpha * sigma * sign(x) and every other entry to 0. Alpha can be changed at decode time without
+touching the coded data. `factorisation` and `scale` record how LoRA pairs were re-factored and
+how the default alphas were chosen (`compeft_core.compress`); decoding does not depend on them.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import numpy as np
 import torch
 
 from compeft_core.errors import BlobFormatError, CompressionInputError
+from compeft_core.fidelity import Fidelity
 from compeft_core.rans import RansDecodeError, decode_bytes
 from compeft_core.ternary import kept_per_range, unpack_ranges
 
 SCOPES = ("tensor", "global")
+SCALES = ("entry", "unbiased")  # the default-alpha rules `compress` offers
+STORED_SCALES = (*SCALES, "fixed")  # "fixed": one alpha given to `compress` for every segment
 _NUMPY_BITS = {torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64}
 
 # Output dtypes and the unsigned integer type of the same width that the kernel writes.
@@ -47,6 +52,10 @@ class CompressedExpert:
     signs: np.ndarray
     kept: int
     extra: dict[str, str] = field(default_factory=dict)
+    factorisation: str = "as-trained"
+    scale: str = "entry"
+    # Measured by `compress(..., measure_fidelity=True)`; not part of the blob (empty once parsed)
+    fidelity: dict[str, Fidelity] = field(default_factory=dict)
 
     @property
     def num_params(self) -> int:
@@ -103,6 +112,8 @@ class CompressedExpert:
                       "max": float(self.sigma.max())},
             "alpha": {"min": float(self.alpha.min()), "mean": float(self.alpha.mean()),
                       "max": float(self.alpha.max())},
+            "factorisation": self.factorisation,
+            "scale": self.scale,
             "nbytes": self.nbytes,
             "bits_per_param": self.bits_per_param,
             "extra": dict(self.extra),

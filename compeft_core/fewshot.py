@@ -69,6 +69,7 @@ class FewShotLoss:
         if any(not p for p in prompts) or any(not a for a in answers):
             raise CompositionError("every prompt and every answer needs at least one token")
         self.seq2seq = seq2seq
+        self.num_examples = len(prompts)
         size = batch_size or len(prompts)
         self._batches = [self._batch(prompts[i : i + size], answers[i : i + size], pad_token_id)
                          for i in range(0, len(prompts), size)]

@@ -29,6 +29,19 @@ LORAHUB_REGULARIZATION = 0.05
 LORAHUB_BOUND = 1.5
 
 
+def lorahub_regularization(num_examples: int) -> float:
+    """LoraHub's L1 weight against a mean cross-entropy over `num_examples` few-shot examples.
+
+    The reference (sail-sg/lorahub, `default_get_loss`) sums the batch-mean losses and divides by
+    the number of examples, so with its default single batch its loss is mean / n, against
+    which it adds 0.05 x mean |w|. Against the mean itself that penalty is 0.05 x n x mean |w|:
+    the same objective up to the factor n, so the same search.
+    """
+    if num_examples < 1:
+        raise CompositionError(f"need at least one few-shot example, got {num_examples}")
+    return LORAHUB_REGULARIZATION * num_examples
+
+
 @dataclass(frozen=True)
 class SearchStep:
     """One evaluated candidate; step 0 is the starting point."""
@@ -142,23 +155,34 @@ def _finite(loss: float) -> float:
     return loss if math.isfinite(loss) else math.inf
 
 
+def _default_penalty(loss: Loss) -> float:
+    examples = getattr(loss, "num_examples", None)
+    if examples is None:
+        raise CompositionError("this loss does not say how many examples it scores: pass "
+                               "regularization=lorahub_regularization(<examples>)")
+    return lorahub_regularization(examples)
+
+
 def lorahub_search(
     composer: LoraComposer, loss: Loss, *, budget: int = 40, optimizer: str = "NGOpt",
-    seed: int = 42, regularization: float = LORAHUB_REGULARIZATION, bound: float = LORAHUB_BOUND,
+    seed: int = 42, regularization: float | None = None, bound: float = LORAHUB_BOUND,
     on_step: StepCallback | None = None,
 ) -> CompositionResult:
     """LoraHub: one weight per expert in [-bound, bound] from 0, minimizing loss + reg * mean|w|.
 
-    The composer's mode decides how weights combine ("lorahub": A's and B's summed separately;
+    `regularization=None` is LoraHub's own penalty (`lorahub_regularization` of the loss's
+    `num_examples`, which a `FewShotLoss` has; give a number for any other loss). The
+    composer's mode decides how weights combine ("lorahub": A's and B's summed separately;
     "cat": exactly sum_i w_i B_i A_i). The model is left holding the best composition found.
     """
     if not bound > 0:
         raise CompositionError(f"bound must be positive, got {bound}")
+    penalty = _default_penalty(loss) if regularization is None else regularization
 
     def evaluate(weights: np.ndarray) -> tuple[float, float]:
         composer.apply(weights)
         value = _finite(loss(composer.peft_model))
-        return value, value + regularization * float(np.mean(np.abs(weights)))
+        return value, value + penalty * float(np.mean(np.abs(weights)))
 
     trace = _minimize(evaluate, np.zeros(len(composer.experts)), -bound, bound,
                       optimizer=optimizer, budget=budget, seed=seed, on_step=on_step)

@@ -73,16 +73,27 @@ def upload(
     scope: Annotated[Literal["tensor", "global"] | None, typer.Option(
         help="Top-k and sigma per tensor or over all tensors (default: the hub's).",
         show_default=False)] = None,
+    factorisation: Annotated[Literal["as-trained", "balanced"] | None, typer.Option(
+        help="Compress LoRA factors as uploaded, or balanced (B = U√S, A = √S Vᵀ, same product) "
+        "first (default: the hub's).", show_default=False)] = None,
+    scale: Annotated[Literal["entry", "unbiased"] | None, typer.Option(
+        help="Default alphas: the paper's per-tensor one (entry), or per LoRA module the product "
+        "scale unbiased along the update (default: the hub's).", show_default=False)] = None,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
     """Upload a PEFT adapter as the next revision of owner/name; the hub compresses it."""
     with _reported_errors(), _client(endpoint, token) as client:
         created = client.upload(folder, expert, description=description, samples=sample or (),
-                                tags=tag or (), density=density, scope=scope)
+                                tags=tag or (), density=density, scope=scope,
+                                factorisation=factorisation, scale=scale)
+    fidelity = created.fidelity
     typer.echo(f"{created.id}@{created.revision}: {created.original_bytes} -> "
                f"{created.blob_bytes} bytes ({created.compression_ratio:.1f}x, "
-               f"{created.bits_per_param:.2f} bits/param, density {created.density:g})")
+               f"{created.bits_per_param:.2f} bits/param, density {created.density:g}, "
+               f"{created.factorisation}"
+               + (f"; fidelity: cosine {fidelity.cosine.mean:.2f}, relative error "
+                  f"{fidelity.relative_error.mean:.2f}, module means)" if fidelity else ")"))
 
 
 def pull(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None) -> None:

@@ -24,7 +24,8 @@ from registry.errors import (
     describe_validation_errors,
 )
 from registry.models import BASE_MODEL_LENGTH
-from registry.schemas import Summary, UploadMetadata
+from registry.schemas import Fidelity, Summary, UploadMetadata
+from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload
 
 
@@ -39,8 +40,11 @@ class CompressedUpload:
     num_params: int
     density: float
     scope: str
+    factorisation: str
+    scale: str
     sigma: Summary
     alpha: Summary
+    fidelity: Fidelity
     base_model: str | None
     peft_type: str
     rank: int | None
@@ -66,30 +70,30 @@ def parse_metadata(path: Path) -> UploadMetadata:
 
 
 def compress_upload(
-    received: ReceivedUpload,
-    metadata: UploadMetadata,
-    *,
-    default_density: float,
-    default_scope: str,
-    max_tensors: int,
+    received: ReceivedUpload, metadata: UploadMetadata, settings: Settings
 ) -> CompressedUpload:
-    """Validate the adapter (compeft_core raises CompeftError subclasses) and compress it."""
+    """Validate the adapter (compeft_core raises CompeftError subclasses), compress it with the
+    upload's choices (the server's defaults where it made none) and measure its fidelity."""
     adapter = read_adapter(received.config_path, received.weights_path)
-    if len(adapter.tensors) > max_tensors:
+    if len(adapter.tensors) > settings.max_tensors:
         raise AdapterFormatError(
-            f"the adapter has {len(adapter.tensors)} tensors; the limit is {max_tensors}"
+            f"the adapter has {len(adapter.tensors)} tensors; the limit is {settings.max_tensors}"
         )
     config_text = _config_text(received.config_path)
     base_model = _checked_base_model(adapter.base_model)
     expert = compress(
         adapter_task_vector(adapter),
-        density=metadata.density or default_density,
-        scope=metadata.scope or default_scope,
+        density=metadata.density or settings.default_density,
+        scope=metadata.scope or settings.default_scope,
         alpha=metadata.alpha,
         extra={"peft_config_sha256": hashlib.sha256(config_text.encode()).hexdigest()},
+        factorisation=metadata.factorisation or settings.default_factorisation,
+        scale=metadata.scale or settings.default_scale,
+        measure_fidelity=True,
     )
     blob = expert.to_bytes()
     _check_clients_can_decode(expert, blob)
+    fidelity = expert.fidelity.values()
     return CompressedUpload(
         blob=blob,
         blob_sha256=hashlib.sha256(blob).hexdigest(),
@@ -98,8 +102,12 @@ def compress_upload(
         num_params=adapter.num_params,
         density=expert.density,
         scope=expert.scope,
+        factorisation=expert.factorisation,
+        scale=expert.scale,
         sigma=Summary(**expert.metadata["sigma"]),
         alpha=Summary(**expert.metadata["alpha"]),
+        fidelity=Fidelity(relative_error=Summary.of(f.relative_error for f in fidelity),
+                          cosine=Summary.of(f.cosine for f in fidelity)),
         base_model=base_model,
         peft_type=adapter.peft_type,
         rank=adapter.rank,

@@ -190,6 +190,15 @@ class Revision(Base):
     alpha_min: Mapped[float]
     alpha_mean: Mapped[float]
     alpha_max: Mapped[float]
+    factorisation: Mapped[str] = mapped_column(String(16), server_default="as-trained")
+    scale: Mapped[str] = mapped_column(String(16), server_default="entry")
+    # Fidelity (compeft_core.fidelity) over the modules; NULL before uploads measured it.
+    error_min: Mapped[float | None]
+    error_mean: Mapped[float | None]
+    error_max: Mapped[float | None]
+    cosine_min: Mapped[float | None]
+    cosine_mean: Mapped[float | None]
+    cosine_max: Mapped[float | None]
     base_model: Mapped[str | None] = mapped_column(String(BASE_MODEL_LENGTH), index=True)
     peft_type: Mapped[str] = mapped_column(String(32), index=True)
     rank: Mapped[int | None]

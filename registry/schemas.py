@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
+from statistics import fmean
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -72,6 +74,17 @@ class UploadMetadata(BaseModel):
     scope: Literal["tensor", "global"] | None = Field(
         default=None, description="Top-k and sigma per tensor or over all tensors."
     )
+    factorisation: Literal["as-trained", "balanced"] | None = Field(
+        default=None,
+        description="LoRA pairs compressed as uploaded, or re-factored as B = U√S, A = √S Vᵀ "
+        "first (same product); server default if unset.",
+    )
+    scale: Literal["entry", "unbiased"] | None = Field(
+        default=None,
+        description="Default alphas: the paper's per-tensor L2-optimal one, or per LoRA module "
+        "the product scale unbiased along the update; server default if unset. Ignored when "
+        "alpha is given.",
+    )
     alpha: float | None = Field(
         default=None,
         gt=0.0,
@@ -100,6 +113,20 @@ class Summary(BaseModel):
     mean: FiniteFloat
     max: FiniteFloat
 
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Summary:
+        """The summary of a non-empty collection of values."""
+        ordered = sorted(values)
+        return cls(min=ordered[0], mean=fmean(ordered), max=ordered[-1])
+
+
+class Fidelity(BaseModel):
+    """How close the compressed update is to the uploaded one, over its modules (the product B·A
+    of each LoRA module; each other tensor itself)."""
+
+    relative_error: Summary = Field(description="‖ΔW − ΔŴ‖ / ‖ΔW‖ per module.")
+    cosine: Summary = Field(description="cos(ΔW, ΔŴ) per module: 1 is the same direction.")
+
 
 class RevisionCreated(BaseModel):
     """Answer to a successful upload (201)."""
@@ -114,6 +141,11 @@ class RevisionCreated(BaseModel):
     num_params: int
     density: FiniteFloat
     scope: str
+    factorisation: str = Field(
+        default="as-trained", description="How LoRA pairs were factored before compression."
+    )
+    scale: str = Field(default="entry", description="How the default alphas were chosen.")
+    fidelity: Fidelity | None = Field(default=None, description="Measured while compressing.")
 
 
 class RevisionSummary(BaseModel):
@@ -146,6 +178,16 @@ class RevisionDetail(RevisionSummary):
     bits_per_param: FiniteFloat
     sigma: Summary
     default_alpha: Summary
+    # Defaults: what a hub from before these fields were recorded compressed with.
+    factorisation: str = Field(
+        default="as-trained", description="How LoRA pairs were factored before compression."
+    )
+    scale: str = Field(
+        default="entry", description="How the default alphas were chosen (fixed: given at upload)."
+    )
+    fidelity: Fidelity | None = Field(
+        default=None, description="Measured at upload; null for revisions uploaded before it was."
+    )
     rank: int | None
     lora_alpha: FiniteFloat | None
     target_modules: list[str]
@@ -177,6 +219,9 @@ class RevisionDetail(RevisionSummary):
             bits_per_param=row.bits_per_param,
             sigma=Summary(min=row.sigma_min, mean=row.sigma_mean, max=row.sigma_max),
             default_alpha=Summary(min=row.alpha_min, mean=row.alpha_mean, max=row.alpha_max),
+            factorisation=row.factorisation,
+            scale=row.scale,
+            fidelity=row_fidelity(row),
             rank=row.rank,
             lora_alpha=row.lora_alpha,
             target_modules=row.target_modules,
@@ -184,6 +229,16 @@ class RevisionDetail(RevisionSummary):
             sample_inputs=row.sample_inputs,
             blob_missing=row.blob_missing,
         )
+
+
+def row_fidelity(row: Revision) -> Fidelity | None:
+    """The fidelity columns of a revision row, when it was measured."""
+    if row.error_mean is None:
+        return None
+    return Fidelity(
+        relative_error=Summary(min=row.error_min, mean=row.error_mean, max=row.error_max),
+        cosine=Summary(min=row.cosine_min, mean=row.cosine_mean, max=row.cosine_max),
+    )
 
 
 def _summary_fields(row: Revision) -> dict[str, Any]:

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     )
     default_density: float = Field(default=0.1, gt=0.0, le=1.0)
     default_scope: Literal["tensor", "global"] = "tensor"
+    default_factorisation: Literal["as-trained", "balanced"] = "balanced"
+    default_scale: Literal["entry", "unbiased"] = "unbiased"
     search_ann_threshold: int = Field(
         default=IndexConfig().ann_threshold,
         gt=0,

@@ -64,16 +64,9 @@ async def upload_revision(
 def _compress_and_publish(
     received: ReceivedUpload, *, expert_id: ExpertId, caller: Caller, services: UploadServices
 ) -> RevisionCreated:
-    settings = services.settings
     metadata = parse_metadata(received.metadata_path)
     refuse_doomed_upload(services.session, expert_id, metadata.parent_revision)
-    upload = compress_upload(
-        received,
-        metadata,
-        default_density=settings.default_density,
-        default_scope=settings.default_scope,
-        max_tensors=settings.max_tensors,
-    )
+    upload = compress_upload(received, metadata, services.settings)
     [embedding] = embed_tasks(
         services.embedder, [(metadata.task_description, metadata.sample_inputs)]
     )
@@ -97,6 +90,9 @@ def _compress_and_publish(
         num_params=revision.num_params,
         density=revision.density,
         scope=revision.scope,
+        factorisation=revision.factorisation,
+        scale=revision.scale,
+        fidelity=upload.fidelity,
     )
 
 

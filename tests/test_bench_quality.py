@@ -93,3 +93,22 @@ def test_settings_fetched_through_the_client_are_compeft_of_the_stored_adapter(h
         doubled = hub_client.load(record["ref"], alpha=2.0)
         local = compress(stored, density, scope).decompress(alpha=2.0, dtype=torch.float32)
         assert all(torch.equal(doubled[n], local[n]) for n in local)
+
+
+@pytest.mark.slow
+def test_factorisation_bench_quick_measures_every_choice_against_the_paper():
+    done = subprocess.run([sys.executable, "-m", "bench.factorisation", "--quick"],
+                          capture_output=True, text=True, timeout=600, check=True,
+                          env={**os.environ, **ENV})
+    summary = _last_json_line(done.stdout)
+    assert summary["baseline"] == "as-trained/entry"
+    assert set(summary["settings"]) == {f"{f}/{s}@0.1" for f, s in (
+        ("as-trained", "entry"), ("balanced", "entry"), ("balanced", "unbiased"),
+        ("as-trained", "unbiased"))}
+    for setting in summary["settings"].values():
+        assert -1 <= setting["cosine"] <= 1 and setting["relative_error"] >= 0
+        assert 0.3 < setting["bits_per_param"] < 1  # density 0.1: 0.57 bits/param and headers
+    balanced, paper = (summary["settings"][key]["cosine"]
+                       for key in ("balanced/unbiased@0.1", "as-trained/entry@0.1"))
+    assert balanced > paper + 0.1  # the balanced gauge keeps the product better (0.77 vs 0.54)
+    assert "gain kept" in done.stdout

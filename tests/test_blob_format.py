@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file
 
 from bench.synthetic import llama7b_qv_r16, smollm2_qv_r8
 from compeft_core import BlobFormatError, CompressedExpert, compress
 from compeft_core.codec import _safetensors_bytes
+
+DATA = Path(__file__).parent / "data"
 
 
 def iid_bound_bytes(num_params: int, density: float) -> float:
@@ -109,7 +113,10 @@ def test_every_single_bit_flip_is_detected(small_blob):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda a, m: m.update(version="2"), "unsupported blob version"),
+        (lambda a, m: m.update(version="3"), "unsupported blob version"),
+        (lambda a, m: m.update(factorisation="rotated"), "unknown factorisation"),
+        (lambda a, m: m.update(scale="tuned"), "unknown scale 'tuned'"),
+        (lambda a, m: m.pop("scale"), "unknown scale 'None'"),
         (lambda a, m: m.update(format="other"), "not a ComPEFT blob"),
         (lambda a, m: m.update(scope="row"), "unknown scope"),
         (lambda a, m: m.update(params="99999999999"), "implausibly many"),
@@ -129,6 +136,32 @@ def test_every_single_bit_flip_is_detected(small_blob):
 def test_inconsistent_blobs_raise_clear_errors(small_blob, edit, message):
     with pytest.raises(BlobFormatError, match=message):
         _decode_fully(_rewrite(small_blob, edit))
+
+
+@pytest.mark.parametrize("scope", ["tensor", "global"])
+def test_version_1_blobs_still_decode_bit_identically(scope):
+    """tests/data holds blobs written by the version 1 encoder (before factorisation and scale
+    were recorded) with their decoded tensors as that version's decoder gave them."""
+    expert = CompressedExpert.from_bytes((DATA / f"v1-{scope}.compeft").read_bytes())
+    assert (expert.factorisation, expert.scale, expert.extra) == (
+        "as-trained", "entry", {"note": "golden v1"})
+    for dtype, bits in ((torch.float32, torch.int32), (torch.float16, torch.int16)):
+        expected = load_file(DATA / f"v1-{scope}-decoded-{str(dtype).removeprefix('torch.')}"
+                                    ".safetensors")
+        decoded = expert.decompress(dtype=dtype)
+        assert decoded.keys() == expected.keys()
+        for name, tensor in expected.items():
+            assert torch.equal(decoded[name].view(bits), tensor.view(bits)), name
+
+
+def test_new_blobs_record_their_factorisation_and_scale(small_blob):
+    (n,) = struct.unpack("<Q", small_blob[:8])
+    metadata = json.loads(small_blob[8 : 8 + n])["__metadata__"]
+    assert (metadata["version"], metadata["factorisation"], metadata["scale"]) == (
+        "2", "as-trained", "entry")  # lone lora_A tensors: not pairs, nothing to balance
+    paired = {"m.lora_A.weight": torch.randn(2, 8), "m.lora_B.weight": torch.randn(8, 2)}
+    again = CompressedExpert.from_bytes(compress(paired, 0.5).to_bytes())
+    assert (again.factorisation, again.scale) == ("balanced", "unbiased")
 
 
 def test_index_with_oversized_shapes_is_refused_before_allocating(small_blob):

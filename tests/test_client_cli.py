@@ -40,7 +40,7 @@ def test_upload_then_pull_prints_the_verified_cached_blob(
     uploaded = upload(hub_cli, peft_adapter_folders[0], "alice/qa", "--sample", "Who wrote Hamlet?",
                       "--tag", "qa", "--density", "0.25", "--scope", "global")
     assert uploaded.stdout.startswith("alice/qa@1: ")
-    assert "bits/param, density 0.25" in uploaded.stdout
+    assert "bits/param, density 0.25, balanced; fidelity: cosine 0." in uploaded.stdout
     pulled = hub_cli("pull", "alice/qa@1")
     assert pulled.exit_code == 0, pulled.output
     path = Path(pulled.stdout.strip())

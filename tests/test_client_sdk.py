@@ -138,10 +138,11 @@ def test_load_decodes_to_the_compeft_formula(
     weights = load_file(adapter_folder / "adapter_model.safetensors")
     for alpha in (None, ALPHA):
         decoded = hub_client.load(uploaded, alpha=alpha)
-        expected = reference_decompress(weights, DENSITY, "tensor", alpha, torch.float32)
+        expected = reference_decompress(weights, DENSITY, "tensor", alpha, torch.float32,
+                                        factorisation="balanced", scale="unbiased")
         assert decoded.keys() == expected.keys() == weights.keys()
-        for name, tensor in expected.items():
-            torch.testing.assert_close(decoded[name], tensor, rtol=0, atol=0)
+        for name, tensor in expected.items():  # the reference's SVD differs in the last bits
+            torch.testing.assert_close(decoded[name], tensor, rtol=1e-5, atol=0)
     compressed = hub_client.load_expert(uploaded)
     assert compressed.density == DENSITY and set(compressed.names) == set(weights)
 

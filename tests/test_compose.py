@@ -140,6 +140,22 @@ def test_search_writes_in_place_and_never_rebuilds_the_model(llama_experts, monk
     assert steps == [(s.step, 12, s.loss) for s in result.search.history[1:]]
 
 
+def test_objective_is_lorahubs_own_up_to_the_number_of_examples(llama_experts):
+    """The reference scores loss / n + 0.05 mean|w| (its loss divides by the examples), so ours,
+    on the mean loss, must be n times that: an L1 weight of 0.05 x n, not 0.05."""
+    composer = LoraComposer(llama_base(), llama_experts, mode="lorahub")
+    loss = few_shot_loss("shift")
+    result = lorahub_search(composer, loss, budget=6, seed=0)
+    assert loss.num_examples == 5
+    for step in result.search.history:
+        reference = step.loss / 5 + 0.05 * sum(abs(w) for w in step.values) / len(step.values)
+        assert step.objective == pytest.approx(5 * reference, rel=1e-12)
+    with pytest.raises(CompositionError, match="pass regularization=lorahub_regularization"):
+        lorahub_search(composer, lambda model: loss(model), budget=2)
+    plain = lorahub_search(composer, lambda model: loss(model), budget=2, regularization=0.0)
+    assert all(s.objective == s.loss for s in plain.search.history)
+
+
 @pytest.mark.parametrize("optimizer", ["NGOpt", "OnePlusOne"])
 def test_same_seed_same_search(llama_experts, optimizer):
     composer = LoraComposer(llama_base(), llama_experts, mode="lorahub")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from compeft_core import CompressedExpert, CompressionInputError, compress
-from tests.compeft_reference import reference_decompress
+from compeft_core.lora_gauge import balance
+from tests.compeft_reference import PAPER, reference_decompress
 
 
 def _adapter(seed: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -27,13 +28,57 @@ def _adapter(seed: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.T
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32, torch.bfloat16])
 def test_decompressed_tensors_equal_the_compeft_formula(scope, density, out_dtype):
     tensors = _adapter(seed=int(density * 100))
-    expert = CompressedExpert.from_bytes(compress(tensors, density, scope).to_bytes())
+    expert = CompressedExpert.from_bytes(compress(tensors, density, scope, **PAPER).to_bytes())
     expected = reference_decompress(tensors, density, scope, None, out_dtype)
     decoded = expert.decompress(dtype=out_dtype)
     assert decoded.keys() == expected.keys()
     for name in expected:
         assert decoded[name].dtype == out_dtype
         assert torch.equal(decoded[name], expected[name]), name
+
+
+@pytest.mark.parametrize("scope", ["tensor", "global"])
+@pytest.mark.parametrize("density", [0.05, 0.1, 0.37, 1.0])
+@pytest.mark.parametrize(("factorisation", "scale"),
+                         [("balanced", "unbiased"), ("balanced", "entry"), ("as-trained", "unbiased")])
+def test_balanced_factors_and_unbiased_scales_equal_their_formula(
+    scope, density, factorisation, scale
+):
+    """Against an independent reference (full SVD of B·A): the balanced gauge may differ from it
+    in the last bits of float32, so values are compared to 1e-5, zeros exactly."""
+    tensors = _adapter(seed=int(density * 100))
+    expert = CompressedExpert.from_bytes(
+        compress(tensors, density, scope, factorisation=factorisation, scale=scale).to_bytes())
+    assert (expert.factorisation, expert.scale) == (factorisation, scale)
+    expected = reference_decompress(tensors, density, scope, None, torch.float32,
+                                    factorisation, scale)
+    decoded = expert.decompress(dtype=torch.float32)
+    for name in expected:
+        torch.testing.assert_close(decoded[name], expected[name], rtol=1e-5, atol=0)
+
+
+def test_balancing_keeps_the_product_and_the_adapter_layout():
+    tensors = _adapter(seed=5)
+    expert = compress(tensors, density=1.0, factorisation="balanced", scale="entry")
+    assert expert.shapes == tuple(tuple(tensors[n].shape) for n in sorted(tensors))
+    for module in ("layers.0.q_proj", "layers.1.v_proj"):
+        a, b = (tensors[f"{module}.lora_{h}.weight"].double() for h in "AB")
+        balanced_a, balanced_b = (torch.from_numpy(f) for f in balance(a.numpy(), b.numpy()))
+        torch.testing.assert_close(balanced_b @ balanced_a, b @ a, rtol=1e-10, atol=1e-12)
+        # balanced: both factors carry the same energy (the sum of the singular values)
+        torch.testing.assert_close(balanced_a.norm(), balanced_b.norm(), rtol=1e-10, atol=0)
+
+
+def test_unbiased_scale_makes_the_update_unbiased_along_the_original():
+    tensors = _adapter(seed=6)
+    decoded = compress(tensors, 0.1).decompress(dtype=torch.float64)
+    for module in ("layers.0.q_proj", "layers.1.v_proj"):
+        product = (tensors[f"{module}.lora_B.weight"] @ tensors[f"{module}.lora_A.weight"]).double()
+        compressed = decoded[f"{module}.lora_B.weight"] @ decoded[f"{module}.lora_A.weight"]
+        assert float((compressed * product).sum() / (product**2).sum()) == pytest.approx(1, 1e-5)
+    # a tensor outside any pair keeps the paper's L2-optimal alpha
+    paper = compress(tensors, 0.1, **PAPER)
+    assert compress(tensors, 0.1).default_alphas["bias_like"] == paper.default_alphas["bias_like"]
 
 
 @pytest.mark.parametrize("scope", ["tensor", "global"])
@@ -51,7 +96,7 @@ def test_float16_ties_are_broken_by_position(scope):
 @pytest.mark.parametrize("scope", ["tensor", "global"])
 def test_alpha_given_at_decode_time_overrides_the_default(scope):
     tensors = _adapter(seed=3)
-    expert = compress(tensors, 0.2, scope)
+    expert = compress(tensors, 0.2, scope, **PAPER)
     expected = reference_decompress(tensors, 0.2, scope, 2.5, torch.float32)
     decoded = expert.decompress(alpha=2.5, dtype=torch.float32)
     assert all(torch.equal(decoded[n], expected[n]) for n in tensors)
@@ -59,7 +104,9 @@ def test_alpha_given_at_decode_time_overrides_the_default(scope):
 
 def test_alpha_given_at_compress_time_becomes_the_default():
     tensors = _adapter(seed=4)
-    decoded = compress(tensors, 0.1, "tensor", alpha=0.75).decompress(dtype=torch.float32)
+    expert = compress(tensors, 0.1, "tensor", alpha=0.75, **PAPER)
+    assert expert.scale == "fixed"
+    decoded = expert.decompress(dtype=torch.float32)
     expected = reference_decompress(tensors, 0.1, "tensor", 0.75, torch.float32)
     assert all(torch.equal(decoded[n], expected[n]) for n in tensors)
 

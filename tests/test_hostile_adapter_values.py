@@ -24,6 +24,7 @@ from compeft_core import CompressionInputError
 from compeft_core.codec import MAX_NAME_CHARS, MAX_NDIM
 from registry.ingest import compress_upload
 from registry.schemas import UploadMetadata
+from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload
 from tests.fixtures.registry import (
     DEFAULT_METADATA,
@@ -171,9 +172,7 @@ def test_alpha_beyond_float32_is_refused_whatever_the_schema_lets_through(
     )
     metadata = UploadMetadata.model_construct(**DEFAULT_METADATA, alpha=bad)
     with pytest.raises(CompressionInputError, match="alpha"):
-        compress_upload(
-            received, metadata, default_density=0.1, default_scope="tensor", max_tensors=100
-        )
+        compress_upload(received, metadata, Settings(max_tensors=100))
 
 
 def test_lora_of_linear_and_embedding_layers_is_accepted(hub: Hub) -> None:

@@ -17,6 +17,7 @@ from registry.errors import SchemaOutOfDateError
 from registry.models import Base
 from registry.schema import alembic_config, current_revisions, head_revisions, upgrade_schema
 from registry.settings import Settings
+from tests.fixtures.registry import Hub, lora_adapter
 
 
 @pytest.fixture
@@ -95,3 +96,17 @@ def test_embedded_default_upgrades_itself(tmp_path: Path, monkeypatch: pytest.Mo
     assert current_revisions(engine) == head_revisions()
     engine.dispose()
     assert (tmp_path / "hub" / "hub.sqlite3").is_file()
+
+
+def test_revisions_from_before_0007_read_as_as_trained_and_unmeasured(hub: Hub) -> None:
+    created = hub.upload("alice/old", lora_adapter(seed=1), token=hub.token("alice"))
+    assert created.status_code == 201, created.text
+    assert created.json()["fidelity"]["cosine"]["mean"] > 0
+    engine = hub.sessions.kw["bind"]
+    with engine.begin() as connection:  # the schema that stored no compression choices
+        command.downgrade(alembic_config(connection), "0006")
+    upgrade_schema(engine)
+    detail = hub.client.get("/api/v1/experts/alice/old/revisions/1").json()
+    assert (detail["factorisation"], detail["scale"], detail["fidelity"]) == (
+        "as-trained", "entry", None)
+    assert "not measured" in hub.client.get("/experts/alice/old/revisions/1").text

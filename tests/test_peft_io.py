@@ -64,13 +64,14 @@ def test_lora_folder_round_trips_into_peft(lora_folder, tmp_path, scope):
     out = export_adapter(expert, adapter.config, tmp_path / "export")
 
     model = PeftModel.from_pretrained(tiny_base(), out)
-    expected = reference_decompress(adapter.tensors, 0.25, scope, None, torch.float32)
+    expected = reference_decompress(adapter.tensors, 0.25, scope, None, torch.float32,
+                                    factorisation="balanced", scale="unbiased")
     weights = loaded_adapter_weights(model)
     assert len(weights) == len(expected) == 8
     for saved_name, value in expected.items():
         loaded = next(v for k, v in weights.items()
                       if k.replace(".default", "") == saved_name)
-        assert torch.equal(loaded, value)
+        torch.testing.assert_close(loaded, value, rtol=1e-5, atol=0)  # SVDs differ in last bits
     tokens = torch.tensor([[1, 5, 9, 3]])
     with torch.no_grad():
         assert not torch.equal(model(tokens).logits, tiny_base()(tokens).logits)

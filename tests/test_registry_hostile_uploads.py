@@ -110,6 +110,11 @@ HOSTILE_UPLOADS = {
     "density_zero": Hostile(metadata={**DEFAULT_METADATA, "density": 0}, message="density"),
     "density_two": Hostile(metadata={**DEFAULT_METADATA, "density": 2}, message="density"),
     "unknown_scope": Hostile(metadata={**DEFAULT_METADATA, "scope": "row"}, message="scope"),
+    "unknown_factorisation": Hostile(
+        metadata={**DEFAULT_METADATA, "factorisation": "svd"},
+        message="factorisation: Input should be 'as-trained' or 'balanced'",
+    ),
+    "unknown_scale": Hostile(metadata={**DEFAULT_METADATA, "scale": 2}, message="scale"),
     "bad_tag": Hostile(metadata={**DEFAULT_METADATA, "tags": ["a/b"]}, message="tags"),
     "nul_in_task": Hostile(
         metadata={**DEFAULT_METADATA, "task_description": "a\x00b"}, message="control"

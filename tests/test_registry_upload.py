@@ -43,6 +43,21 @@ def test_upload_answers_201_with_sizes_and_ratio(hub: Hub, alice: str) -> None:
     assert body["bits_per_param"] == pytest.approx(8 * len(blob) / body["num_params"])
     assert body["num_params"] == 2 * 2 * (4 * 16 + 16 * 4)
     assert (body["density"], body["scope"]) == (0.1, "tensor")
+    assert (body["factorisation"], body["scale"]) == ("balanced", "unbiased")
+    for figure in ("cosine", "relative_error"):
+        summary = body["fidelity"][figure]
+        assert 0 < summary["min"] <= summary["mean"] <= summary["max"]
+    assert body["fidelity"]["cosine"]["max"] <= 1
+
+
+def test_upload_chooses_factorisation_and_scale(hub: Hub, alice: str) -> None:
+    metadata = {**DEFAULT_METADATA, "factorisation": "as-trained", "scale": "entry"}
+    body = hub.upload("alice/trivia", lora_adapter(), token=alice, metadata=metadata).json()
+    expert = CompressedExpert.from_bytes(hub.store.get_bytes(body["blob_sha256"]))
+    assert (expert.factorisation, expert.scale) == ("as-trained", "entry")
+    assert (body["factorisation"], body["scale"]) == ("as-trained", "entry")
+    default = hub.upload("alice/trivia", lora_adapter(), token=alice).json()
+    assert default["blob_sha256"] != body["blob_sha256"]
 
 
 def test_same_upload_twice_stores_one_blob(hub: Hub, alice: str) -> None:
@@ -77,6 +92,7 @@ def test_upload_uses_density_scope_and_alpha_from_metadata(hub: Hub, alice: str)
     assert (expert.density, expert.scope) == (0.25, "global")
     assert set(expert.default_alphas.values()) == {1.5}
     assert (body["density"], body["scope"]) == (0.25, "global")
+    assert (body["factorisation"], body["scale"]) == ("balanced", "fixed")
 
 
 def test_ia3_adapter_is_compressed_relative_to_ones(hub: Hub, alice: str) -> None:
@@ -89,6 +105,11 @@ def test_ia3_adapter_is_compressed_relative_to_ones(hub: Hub, alice: str) -> Non
     assert response.status_code == 201, response.text
     detail = hub.client.get("/api/v1/experts/alice/ia3/revisions/latest").json()
     assert (detail["peft_type"], detail["rank"], detail["lora_alpha"]) == ("IA3", None, None)
+    # No LoRA pair: the paper's path. Fidelity is of each vector's change from one: layer 0
+    # has none (exact), layer 1 a constant change, whose sigma is 0, so ComPEFT loses it.
+    assert (detail["factorisation"], detail["scale"]) == ("as-trained", "entry")
+    assert detail["fidelity"]["cosine"] == {"min": 0.0, "mean": 0.5, "max": 1.0}
+    assert detail["fidelity"]["relative_error"] == {"min": 0.0, "mean": 0.5, "max": 1.0}
 
 
 def test_stale_parent_revision_conflicts_and_removes_its_blob(hub: Hub, alice: str) -> None:

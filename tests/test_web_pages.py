@@ -137,6 +137,10 @@ def test_revision_page_pins_its_revision(web_site: WebSite) -> None:
     assert api["blob_sha256"] in html and "Revision 1 of 2" in html
     assert "load(&#34;alice/trivia@1&#34;)" in html
     assert 'href="http://testserver/api/v1/experts/alice/trivia/revisions/1/blob"' in html
+    fidelity = api["fidelity"]
+    assert f"cosine to the uploaded update {fidelity['cosine']['mean']:.3f}" in html
+    assert f"relative error {fidelity['relative_error']['mean']:.3f}" in html
+    assert f"{api['factorisation']}; default alphas: {api['scale']}" in html
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,7 @@ class HubClient:
         self, folder: str | Path, expert: str, *, description: str,
         samples: Iterable[str] = (), tags: Iterable[str] = (), density: float | None = None,
         scope: str | None = None, alpha: float | None = None, parent_revision: int | None = None,
+        factorisation: str | None = None, scale: str | None = None,
     ) -> RevisionCreated:
         """Upload a PEFT folder (adapter_config.json + adapter_model.safetensors) as the next
         revision of `owner/name`; the hub compresses it. Creates the expert on first upload.
@@ -127,7 +128,8 @@ class HubClient:
         The metadata is checked here first, so a typo fails before any byte is sent. Only a failed
         connect or 502/503/504 is retried: anything else may have created the revision already.
         `parent_revision` makes the upload fail with ConflictError unless it is the expert's
-        latest revision (0: the expert must not exist yet).
+        latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`
+        and `scale` left as None take the hub's defaults (`compeft_core.compress` explains them).
         """
         if "@" in expert:
             raise BadRequestError(f"upload to {expert!r}: give owner/name; the hub numbers "
@@ -143,7 +145,7 @@ class HubClient:
         metadata = _request_body(
             UploadMetadata, "metadata", task_description=description, sample_inputs=list(samples),
             tags=list(tags), density=density, scope=scope, alpha=alpha,
-            parent_revision=parent_revision)
+            parent_revision=parent_revision, factorisation=factorisation, scale=scale)
 
         def send() -> httpx.Response:
             with config.open("rb") as config_file, weights.open("rb") as weights_file:
