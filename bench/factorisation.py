@@ -26,7 +26,6 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import fmean
 from typing import Any
 

@@ -5,6 +5,15 @@ entries of largest magnitude are kept (ties broken by position: the earliest win
 becomes sign(x), and the segment stores sigma = the standard deviation (population, computed in
 float64, stored as float32) of its dense values. Tensors are ordered by name, so positions (and the
 global scope's tie-breaking) do not depend on the mapping's insertion order.
+
+Two choices go beyond the paper, for LoRA pairs only (`compeft_core.lora_gauge`,
+`compeft_core.lora_scales`; docs/factorisation.md has the measurements that chose the defaults):
+- `factorisation="balanced"` re-factors each pair as B' = U√S, A' = √S Vᵀ (same product) before
+  compressing; "as-trained" compresses A and B as uploaded, as the paper and its code do.
+- `scale="unbiased"` gives each pair the product scale c that makes the compressed update
+  unbiased along the original, ⟨c T_B T_A, ΔW⟩ = ‖ΔW‖², split as √c on each factor; "entry" keeps
+  the paper's per-segment L2-optimal alpha.
+Other tensors ((IA)^3 vectors, residuals, lone halves) always take the paper's path.
 """
 
 from __future__ import annotations
@@ -19,8 +28,8 @@ from compeft_core.expert import SCALES, SCOPES, CompressedExpert
 from compeft_core.fidelity import Fidelity
 from compeft_core.lora_gauge import FACTORISATIONS, lora_pairs
 from compeft_core.lora_scales import (
-    Ternaries,
     TensorLayout,
+    Ternaries,
     balance_pairs,
     measured_fidelity,
     pair_moments,
@@ -172,18 +181,19 @@ def compress(
     sigma = np.sqrt(squares / counts).astype(np.float32)
     ternaries = Ternaries(layout, mask, signs)
     unbiased = alpha is None and scale == "unbiased" and bool(pairs)
+    # The pairs' inner products serve both the unbiased scale and the fidelity: computed once.
     moments = (pair_moments(flat, ternaries, pairs, with_ternary_norm=measure_fidelity)
                if unbiased or measure_fidelity else None)
     if alpha is None:
         with np.errstate(divide="ignore", invalid="ignore"):
             optimal = (abs_sums / np.maximum(ks, 1)) / sigma.astype(np.float64)
         default_alpha = np.where((ks > 0) & (sigma > 0), optimal, 0.0).astype(np.float32)
-        if unbiased:
+        if unbiased and moments is not None:
             default_alpha = unbiased_alphas(pairs, moments, scope, sigma, default_alpha)
     else:
         default_alpha = np.full(len(sigma), alpha, dtype=np.float32)
     fidelity: dict[str, Fidelity] = {}
-    if measure_fidelity:
+    if measure_fidelity and moments is not None:
         segment_of = np.arange(len(names)) if scope == "tensor" else np.zeros(len(names), int)
         decoded_scales = (default_alpha.astype(np.float64) * sigma.astype(np.float64))[segment_of]
         fidelity = measured_fidelity(flat, ternaries, pairs, moments, decoded_scales)

@@ -49,6 +49,16 @@ def lora_pairs(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[
     return pairs
 
 
+def small_product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """left @ right, an r x r result, in float64: computed in the inputs' precision (float32
+    BLAS) unless that overflows (factors beyond about 1e19), then again from float64 copies."""
+    product = (left @ right).astype(np.float64)
+    if not np.isfinite(product).all() and left.dtype != np.float64:
+        with np.errstate(over="ignore", invalid="ignore"):
+            product = left.astype(np.float64) @ right.astype(np.float64)
+    return product
+
+
 def _root_and_inverse_root(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """G^(1/2) and the pseudo-inverse of G^(1/2) of a symmetric positive semi-definite G.
 
@@ -72,17 +82,18 @@ def balance(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the product is kept whatever the Gram matrices' rounding, since M is built from the same
     roots that undo it. The out x in product is never formed. Components beyond the product's
     rank (singular values below 1e-6 of the largest, the Gram matrices' rounding) are zero rows
-    of A' and columns of B'. Each component's sign is fixed (the largest
-    entry of its row of A' is positive), so the result does not depend on the LAPACK build's
-    sign choices.
+    of A' and columns of B'. Each component's sign is fixed (the largest entry of its row of A'
+    is positive), so the result does not depend on the LAPACK build's sign choices.
     """
-    root_a, inverse_root_a = _root_and_inverse_root((a @ a.T).astype(np.float64))
-    root_b, inverse_root_b = _root_and_inverse_root((b.T @ b).astype(np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):  # `small_product` redoes an overflow
+        root_a, inverse_root_a = _root_and_inverse_root(small_product(a, a.T))
+        root_b, inverse_root_b = _root_and_inverse_root(small_product(b.T, b))
     u, s, vt = np.linalg.svd(root_b @ root_a)
     s = np.where(s > 1e-6 * s.max(initial=0.0), s, 0.0)  # below: the Gram roots' rounding
     half = np.sqrt(s)
-    a_rows = ((half[:, None] * vt) @ inverse_root_a).astype(a.dtype) @ a
-    b_cols = b @ ((inverse_root_b @ u) * half).astype(b.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # `compress` refuses what overflows
+        a_rows = ((half[:, None] * vt) @ inverse_root_a).astype(a.dtype) @ a
+        b_cols = b @ ((inverse_root_b @ u) * half).astype(b.dtype)
     flip = np.where(a_rows[np.arange(len(s)), np.abs(a_rows).argmax(axis=1)] < 0, -1, 1)
     a_rows *= flip[:, None].astype(a.dtype)
     b_cols *= flip.astype(b.dtype)
@@ -92,9 +103,9 @@ def balance(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def product_inner(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> float:
     """⟨B1·A1, B2·A2⟩ (Frobenius) through r x r matrices: trace((B1ᵀB2)(A2A1ᵀ)).
 
-    The r x r products are computed in the inputs' precision (float32 inputs: float32 BLAS,
-    about 1e-6 relative), their trace in float64.
+    The r x r products come from `small_product` (float32 inputs: float32 BLAS, about 1e-6
+    relative), their trace in float64.
     """
-    return float(np.einsum("ij,ji->", (b1.T @ b2).astype(np.float64),
-                           (a2 @ a1.T).astype(np.float64)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.einsum("ij,ji->", small_product(b1.T, b2), small_product(a2, a1.T)))
 

@@ -65,8 +65,16 @@ class TensorLayout:
 def balance_pairs(flat: np.ndarray, layout: TensorLayout, pairs: list[LoraPair],
                   beyond_float32: Callable[[str], str]) -> None:
     """Overwrite each pair's A and B in `flat` by their balanced factors."""
-    every = in_parallel(lambda pair: balance(layout.view(flat, pair.a), layout.view(flat, pair.b)),
-                        pairs, flat.size)
+    def balanced(pair: LoraPair) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return balance(layout.view(flat, pair.a), layout.view(flat, pair.b))
+        except np.linalg.LinAlgError as exc:
+            raise CompressionInputError(
+                f"{pair.module}: its LoRA factors cannot be balanced ({exc}); factorisation "
+                "'as-trained' compresses them as uploaded"
+            ) from exc
+
+    every = in_parallel(balanced, pairs, flat.size)
     for pair, (balanced_a, balanced_b) in zip(pairs, every, strict=True):
         for index, values in ((pair.a, balanced_a), (pair.b, balanced_b)):
             if not np.abs(values).max(initial=0.0) <= np.finfo(np.float32).max:
@@ -95,6 +103,7 @@ class Ternaries:
         self.first_signs = np.cumsum(kept) - kept
 
     def of(self, index: int) -> np.ndarray:
+        """Tensor `index` as +1, -1 and 0 (float32), in its shape."""
         values = ternary_values(self.mask, self.signs, int(self.layout.starts[index]),
                                 int(self.layout.ends[index]), int(self.first_signs[index]))
         return values.reshape(self.layout.shapes[index])

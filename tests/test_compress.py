@@ -202,3 +202,18 @@ def test_large_expert_is_coded_in_parallel_streams_and_decodes_exactly():
     expected = reference_decompress(tensors, 0.1, "global", None, torch.float32)
     decoded = expert.decompress(dtype=torch.float32)
     assert all(torch.equal(decoded[n], expected[n]) for n in tensors)
+
+
+@pytest.mark.parametrize("magnitude", [1e18, 1e25, 1e35])
+def test_huge_lora_factors_are_balanced_without_overflow(magnitude):
+    # float32 Gram matrices overflow beyond about 1e19; they are then redone in float64
+    g = torch.Generator().manual_seed(11)
+    tensors = {"m.lora_A.weight": torch.randn(2, 8, generator=g) * magnitude,
+               "m.lora_B.weight": torch.randn(8, 2, generator=g) * magnitude}
+    expert = compress(tensors, 0.5, measure_fidelity=True)
+    decoded = CompressedExpert.from_bytes(expert.to_bytes()).decompress(dtype=torch.float64)
+    product = tensors["m.lora_B.weight"].double() @ tensors["m.lora_A.weight"].double()
+    compressed = decoded["m.lora_B.weight"] @ decoded["m.lora_A.weight"]
+    cosine = float((product * compressed).sum() / (product.norm() * compressed.norm()))
+    assert expert.fidelity["m"].cosine == pytest.approx(cosine, rel=1e-5)
+    assert float((compressed * product).sum() / (product**2).sum()) == pytest.approx(1, rel=1e-5)

@@ -11,9 +11,9 @@ import torch
 
 from bench.quality import EXPERTS_DIR
 from compeft_core import CompressedExpert, CompressionInputError, compress
-from compeft_core.peft_io import read_adapter_folder
 from compeft_core.fidelity import module_fidelity
 from compeft_core.lora_gauge import balance, lora_pairs
+from compeft_core.peft_io import read_adapter_folder
 from tests.compeft_reference import PAPER
 
 
