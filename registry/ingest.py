@@ -24,7 +24,7 @@ from registry.errors import (
     describe_validation_errors,
 )
 from registry.models import BASE_MODEL_LENGTH
-from registry.schemas import Fidelity, Summary, UploadMetadata
+from registry.schemas import FidelitySummary, Summary, UploadMetadata
 from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload
 
@@ -44,7 +44,7 @@ class CompressedUpload:
     scale: str
     sigma: Summary
     alpha: Summary
-    fidelity: Fidelity
+    fidelity: FidelitySummary
     base_model: str | None
     peft_type: str
     rank: int | None
@@ -93,7 +93,6 @@ def compress_upload(
     )
     blob = expert.to_bytes()
     _check_clients_can_decode(expert, blob)
-    fidelity = expert.fidelity.values()
     return CompressedUpload(
         blob=blob,
         blob_sha256=hashlib.sha256(blob).hexdigest(),
@@ -106,8 +105,7 @@ def compress_upload(
         scale=expert.scale,
         sigma=Summary(**expert.metadata["sigma"]),
         alpha=Summary(**expert.metadata["alpha"]),
-        fidelity=Fidelity(relative_error=Summary.of(f.relative_error for f in fidelity),
-                          cosine=Summary.of(f.cosine for f in fidelity)),
+        fidelity=FidelitySummary.of(expert.fidelity.values()),
         base_model=base_model,
         peft_type=adapter.peft_type,
         rank=adapter.rank,

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from compeft_core.compress import FLOAT32_MAX
+from compeft_core.fidelity import Fidelity
 from registry.errors import CorruptRecordError
 from registry.models import BASE_MODEL_LENGTH, TAG_LENGTH, Expert, Revision
 from retrieval import MAX_K, MAX_QUERY_EXAMPLES
@@ -120,12 +121,19 @@ class Summary(BaseModel):
         return cls(min=ordered[0], mean=fmean(ordered), max=ordered[-1])
 
 
-class Fidelity(BaseModel):
+class FidelitySummary(BaseModel):
     """How close the compressed update is to the uploaded one, over its modules (the product B·A
-    of each LoRA module; each other tensor itself)."""
+    of each LoRA module; each other tensor itself): `compeft_core.fidelity`, summarised."""
 
     relative_error: Summary = Field(description="‖ΔW − ΔŴ‖ / ‖ΔW‖ per module.")
     cosine: Summary = Field(description="cos(ΔW, ΔŴ) per module: 1 is the same direction.")
+
+    @classmethod
+    def of(cls, modules: Iterable[Fidelity]) -> FidelitySummary:
+        """The summary of the per-module figures (at least one module)."""
+        figures = list(modules)
+        return cls(relative_error=Summary.of(f.relative_error for f in figures),
+                   cosine=Summary.of(f.cosine for f in figures))
 
 
 class RevisionCreated(BaseModel):
@@ -145,7 +153,7 @@ class RevisionCreated(BaseModel):
         default="as-trained", description="How LoRA pairs were factored before compression."
     )
     scale: str = Field(default="entry", description="How the default alphas were chosen.")
-    fidelity: Fidelity | None = Field(default=None, description="Measured while compressing.")
+    fidelity: FidelitySummary | None = Field(default=None, description="Measured while compressing.")
 
 
 class RevisionSummary(BaseModel):
@@ -185,7 +193,7 @@ class RevisionDetail(RevisionSummary):
     scale: str = Field(
         default="entry", description="How the default alphas were chosen (fixed: given at upload)."
     )
-    fidelity: Fidelity | None = Field(
+    fidelity: FidelitySummary | None = Field(
         default=None, description="Measured at upload; null for revisions uploaded before it was."
     )
     rank: int | None
@@ -231,11 +239,11 @@ class RevisionDetail(RevisionSummary):
         )
 
 
-def row_fidelity(row: Revision) -> Fidelity | None:
+def row_fidelity(row: Revision) -> FidelitySummary | None:
     """The fidelity columns of a revision row, when it was measured."""
     if row.error_mean is None:
         return None
-    return Fidelity(
+    return FidelitySummary(
         relative_error=Summary(min=row.error_min, mean=row.error_mean, max=row.error_max),
         cosine=Summary(min=row.cosine_min, mean=row.cosine_mean, max=row.cosine_max),
     )
