@@ -101,3 +101,27 @@ def _unbiased_alphas(source: dict[str, torch.Tensor], keeps: dict[str, torch.Ten
     if scope == "global":
         return dict.fromkeys(source, next(iter(alphas.values()))) if alphas else {}
     return alphas
+
+
+def reference_fidelity(uploaded: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]
+                       ) -> dict[str, tuple[float, float]]:
+    """Module path (LoRA pairs: of the full products B·A) or tensor name -> (relative error,
+    cosine) of the decoded update, in float64; a zero update decoded as zero is exact."""
+    figures = {}
+    paired = set()
+    updates = []
+    for a_name, b_name in _lora_pairs(uploaded):
+        updates.append((a_name.removesuffix(".lora_A.weight"),
+                        uploaded[b_name].double() @ uploaded[a_name].double(),
+                        decoded[b_name].double() @ decoded[a_name].double()))
+        paired.update((a_name, b_name))
+    updates += [(name, uploaded[name].double(), decoded[name].double())
+                for name in sorted(uploaded) if name not in paired]
+    for name, x, x_hat in updates:
+        if not x.any() or not x_hat.any():
+            exact = not x.any() and not x_hat.any()
+            figures[name] = (0.0 if exact else 1.0, 1.0 if exact else 0.0)
+        else:
+            figures[name] = (float((x - x_hat).norm() / x.norm()),
+                             float((x * x_hat).sum() / (x.norm() * x_hat.norm())))
+    return figures

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from compeft_core import CompressedExpert
 from registry.app import create_app
-from tests.compeft_reference import reference_decompress
+from tests.compeft_reference import reference_decompress, reference_fidelity
 from tests.fixtures.registry import (
     DEFAULT_METADATA,
     AdapterFiles,
@@ -149,28 +149,13 @@ def test_real_peft_adapter_round_trips_through_the_hub(
     assert (detail["factorisation"], detail["scale"]) == (
         factorisation, "fixed" if "alpha" in choices else scale)
     assert detail["fidelity"] == created.json()["fidelity"]
-    cosines, errors = module_cosines_and_errors(uploaded, decoded)
+    figures = reference_fidelity(uploaded, decoded).values()
+    errors, cosines = [f[0] for f in figures], [f[1] for f in figures]
     for name, values in (("cosine", cosines), ("relative_error", errors)):
         summary = detail["fidelity"][name]
         assert summary["min"] == pytest.approx(min(values), rel=1e-6)
         assert summary["max"] == pytest.approx(max(values), rel=1e-6)
         assert summary["mean"] == pytest.approx(sum(values) / len(values), rel=1e-6)
-
-
-def module_cosines_and_errors(
-    uploaded: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]
-) -> tuple[list[float], list[float]]:
-    """Per LoRA module, cos(BA, B̂Â) and ‖BA − B̂Â‖ / ‖BA‖, from the full products."""
-    cosines, errors = [], []
-    for name in sorted(uploaded):
-        if name.endswith(".lora_A.weight"):
-            b_name = name.replace(".lora_A.", ".lora_B.")
-            product = uploaded[b_name].double() @ uploaded[name].double()
-            compressed = decoded[b_name].double() @ decoded[name].double()
-            cosines.append(float((product * compressed).sum() / (product.norm()
-                                                                 * compressed.norm())))
-            errors.append(float((product - compressed).norm() / product.norm()))
-    return cosines, errors
 
 
 def test_concurrent_uploads_get_consecutive_revision_numbers(hub: Hub, base_url: str) -> None:
