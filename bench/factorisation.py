@@ -1,6 +1,7 @@
 """Which factorisation and default scale keep an expert's skill? (issue "gauge-balanced LoRA")
 
-For each committed expert of bench/quality_experts/ (SmolLM2-135M-Instruct, LoRA r=8 on q, v) and
+For each committed expert of one library of bench/quality_experts/ (SmolLM2-135M-Instruct; see
+bench/quality_library.py: `q-v`, LoRA r=8 on q, v, or `all-modules`) and
 each (factorisation, scale) of `compress` at each density, straight through compeft_core (no hub,
 the bytes are the same), measured:
 
@@ -14,7 +15,8 @@ Summarised over the *learned* tasks (fp16 expert at least 10 points over the bas
 `gain_kept` = mean over them of (compressed - base) / (fp16 - base), untuned and tuned. The
 baseline is the paper's choice, ("as-trained", "entry"), measured in the same run.
 
-    python -m bench.factorisation            # 10 tasks, about 12 min on 2 cores
+    python -m bench.factorisation            # q-v: 10 tasks, about 12 min on 2 cores
+    python -m bench.factorisation --library all-modules
     python -m bench.factorisation --quick    # 1 task, tiny splits (used by the tests)
 
 The last line printed is one JSON object: per setting, its gains kept, fidelity and size.
@@ -31,7 +33,8 @@ from typing import Any
 
 import torch
 
-from bench.quality import BENCH_DIR, EXPERTS_DIR, FULL, Bench
+from bench.quality import BENCH_DIR, FULL, Bench
+from bench.quality_library import LIBRARIES
 from bench.quality_report import LEARNED_MARGIN
 from bench.quality_tasks import SplitSizes, encode, load_tasks
 from bench.quality_train import lora_model, set_lora
@@ -47,15 +50,14 @@ MULTIPLIERS = (1.0, 0.71, 1.41, 2.0)  # ordered by preference when validation ti
 
 @dataclass(frozen=True)
 class Budget:
-    tasks: tuple[str, ...] | None
+    tasks: int | None  # the library's first so many tasks; None: all
     sizes: SplitSizes
     densities: tuple[float, ...]
     multipliers: tuple[float, ...]
 
 
 FULL_RUN = Budget(None, FULL.sizes, (0.05, 0.1, 0.2), MULTIPLIERS)
-QUICK_RUN = Budget(("chatterbot-category",), SplitSizes(train=8, validation=4, test=4), (0.1,),
-                   (1.0, 2.0))
+QUICK_RUN = Budget(1, SplitSizes(train=8, validation=4, test=4), (0.1,), (1.0, 2.0))
 
 
 def setting_key(factorisation: str, scale: str, density: float) -> str:
@@ -130,20 +132,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 task, tiny splits")
+    parser.add_argument("--library", choices=sorted(LIBRARIES), default=FULL.library.kind.name,
+                        help="which expert library to measure (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     budget = QUICK_RUN if args.quick else FULL_RUN
+    library = LIBRARIES[args.library]
     start = time.perf_counter()
     tokenizer, base = load_smollm2(BENCH_DIR / ".cache")
-    tasks = load_tasks(budget.sizes, budget.tasks)
-    bench = Bench(tokenizer, base, tasks, {
-        t.name: {split: encode(tokenizer, t, getattr(t, split))
+    tasks = load_tasks(budget.sizes, library.tasks[: budget.tasks])
+    tokens = library.kind.max_input_tokens
+    bench = Bench(tokenizer, base, tasks, tokens, {
+        t.name: {split: encode(tokenizer, t, getattr(t, split), tokens)
                  for split in ("validation", "test")} for t in tasks})
-    with lora_model(base) as model:
+    with lora_model(base, library.kind.config_dict()) as model:
         per_task = {t.name: measure_task(
             bench, model, t.name,
-            {k: v.float() for k, v in read_adapter_folder(EXPERTS_DIR / t.name).tensors.items()},
+            {k: v.float() for k, v in read_adapter_folder(library.folder / t.name).tensors.items()},
             budget) for t in tasks}
     summary = summarize(per_task)
     print_table(summary)

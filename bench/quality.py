@@ -1,7 +1,8 @@
 """Quality evaluation: does a ComPEFT-compressed expert keep its skill? (issue "Evaluation")
 
-SmolLM2-135M-Instruct, one LoRA expert per label task (bench/quality_tasks.py), trained on CPU
-(bench/quality_train.py) and stored in fp16 under bench/quality_experts/<task>/. Every expert goes
+SmolLM2-135M-Instruct, one LoRA expert per label task (bench/quality_tasks.py) of one of the expert
+libraries (bench/quality_library.py: `q-v` or `all-modules`), trained on CPU and stored in fp16
+under bench/quality_experts/<library>/<task>/. Every expert goes
 through a real hub (bench/hub_process.py: uvicorn, SQLite, local blob folder) over REST: one
 revision per (density, scope) setting, compressed by the hub, fetched back and decompressed with
 `HubClient.load`. Measured, all on fixed splits, nothing tuned on a test split:
@@ -16,8 +17,9 @@ revision per (density, scope) setting, compressed by the hub, fetched back and d
    against zero-shot and the top-1 retrieved expert alone, uncompressed and compressed;
 4. bytes: blob bytes per setting (and HTTP body bytes of each fetch) against the fp16 adapter.
 
-    python -m bench.quality             # 10 tasks, stored experts; about 20 min on 2 cores
-    python -m bench.quality --train     # retrain the experts first (about 13 min more)
+    python -m bench.quality             # q-v library: 10 tasks, stored experts; about 20 min
+    python -m bench.quality --library all-modules
+    python -m bench.quality --train     # retrain the library's experts first
     python -m bench.quality --quick     # 2 tasks, tiny splits, 1 training step; temp folders
     python -m bench.quality --summary   # print the stored results' summary
 
@@ -30,11 +32,12 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -44,6 +47,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bench.hub_process import RunningHub, running_hub
+from bench.quality_library import LIBRARIES, SIZES, Library, train_library
 from bench.quality_report import summarize, write_report
 from bench.quality_tasks import (
     Encoded,
@@ -55,45 +59,48 @@ from bench.quality_tasks import (
 )
 from bench.quality_train import (
     BASE_MODEL,
+    Q_V,
+    ExpertKind,
+    Schedule,
     accuracy,
     in_bf16,
-    lora_config_dict,
     lora_model,
-    save_expert,
     set_lora,
-    train_lora,
 )
 from bench.smollm2 import load_smollm2
 from compeft_core import compress
 from compeft_core.compose import LoraComposer
 from compeft_core.fewshot import FewShotLoss
-from compeft_core.lora_expert import LoraExpert
+from compeft_core.lora_expert import ComposedAdapter, LoraExpert
 from compeft_core.lorahub import lorahub_regularization, lorahub_search
 from compeft_core.merge import merge_lora_experts
-from compeft_core.peft_io import WEIGHTS_NAME, read_adapter_folder
+from compeft_core.peft_io import read_adapter_folder
+from compeft_core.product_merge import ProductMethod, merge_lora_products
 from registry.client import HubClient
 
 BENCH_DIR = Path(__file__).resolve().parent
-EXPERTS_DIR = BENCH_DIR / "quality_experts"
 RESULTS_DIR = BENCH_DIR.parent / "docs" / "results"
 _COMPRESS_DEFAULTS = inspect.signature(compress).parameters
 DEFAULT_SETTING = (_COMPRESS_DEFAULTS["density"].default, _COMPRESS_DEFAULTS["scope"].default)
 Tensors = dict[str, torch.Tensor]
+# A's with A's and B's with B's (LoraHub-like: cross terms), or the updates B·A themselves: exactly
+# (rank Σr), truncated back to rank r by SVD, or TIES of the dense updates truncated to rank r.
+PRODUCT_MERGES: dict[str, ProductMethod] = {"product": "concat", "product-svd": "svd",
+                                            "ties-product": "ties"}
+MERGE_METHODS = ("weights", *PRODUCT_MERGES)
 
 
 @dataclass(frozen=True)
 class Budget:
     """Everything that sizes a run; recorded in the results."""
 
-    tasks: tuple[str, ...] | None
+    library: Library
     sizes: SplitSizes
-    steps: int
-    batch_size: int
-    lr: float
     densities: tuple[float, ...]
     scopes: tuple[str, ...]
     alpha_multipliers: tuple[float, ...]  # ordered by preference when validation ties
     merge_coefficients: tuple[float, ...]
+    merge_methods: tuple[str, ...]  # "weights" and the keys of PRODUCT_MERGES
     shots: int
     retrieved: int
     compose_steps: int
@@ -103,14 +110,16 @@ class Budget:
         return [(d, s) for s in self.scopes for d in self.densities]
 
 
-FULL = Budget(None, SplitSizes(train=400, validation=40, test=100), steps=80, batch_size=8,
-              lr=3e-3, densities=(0.05, 0.1, 0.2, 0.5), scopes=("tensor", "global"),
+FULL = Budget(LIBRARIES[Q_V.name], SIZES, densities=(0.05, 0.1, 0.2, 0.5),
+              scopes=("tensor", "global"),
               alpha_multipliers=(1.0, 1.41, 2.0, 2.83, 0.71),
-              merge_coefficients=(0.2, 0.3, 0.5, 0.71, 1.0),
+              merge_coefficients=(0.2, 0.3, 0.5, 0.71, 1.0), merge_methods=MERGE_METHODS,
               shots=5, retrieved=3, compose_steps=20)
-QUICK = Budget(("chatterbot-category", "speech-language"), SplitSizes(train=8, validation=4,
-               test=4), steps=1, batch_size=4, lr=3e-3, densities=(0.1,), scopes=("tensor",),
-               alpha_multipliers=(1.0,), merge_coefficients=(1.0,), shots=2, retrieved=1,
+QUICK = Budget(Library(Q_V, ("chatterbot-category", "speech-language"),
+                       Schedule(max_steps=1, eval_every=1, patience=1, batch_size=4, lr=3e-3)),
+               SplitSizes(train=8, validation=4, test=4), densities=(0.1,), scopes=("tensor",),
+               alpha_multipliers=(1.0,), merge_coefficients=(1.0,), merge_methods=MERGE_METHODS,
+               shots=2, retrieved=1,
                compose_steps=1)
 
 
@@ -125,6 +134,7 @@ class Bench:
     tokenizer: PreTrainedTokenizerBase
     base: PreTrainedModel
     tasks: list[LabelTask]
+    max_input_tokens: int
     data: dict[str, dict[str, Encoded]]
 
     @property
@@ -133,22 +143,6 @@ class Bench:
 
     def score(self, model: torch.nn.Module, task: str, split: str) -> float:
         return accuracy(model, self.data[task][split], self.pad)
-
-
-def prepare_experts(bench: Bench, budget: Budget, folder: Path, retrain: bool) -> dict[str, Path]:
-    """One stored fp16 expert per task; trained when missing or when `retrain`."""
-    experts = {}
-    for index, task in enumerate(bench.tasks):
-        path = folder / task.name
-        if retrain or not (path / WEIGHTS_NAME).is_file():
-            start = time.perf_counter()
-            tensors = train_lora(bench.base, bench.data[task.name]["train"], steps=budget.steps,
-                                 batch_size=budget.batch_size, lr=budget.lr, seed=index,
-                                 pad_token_id=bench.pad)
-            save_expert(path, tensors)
-            print(f"trained {task.name} in {time.perf_counter() - start:.0f} s", flush=True)
-        experts[task.name] = path
-    return experts
 
 
 def upload_settings(client: HubClient, owner: str, folder: Path, task: LabelTask,
@@ -204,28 +198,48 @@ def measure_task(bench: Bench, model: PeftModel, task: LabelTask, expert: Tensor
     return result
 
 
-def measure_merge(bench: Bench, model: PeftModel, variants: dict[str, list[LoraExpert]],
-                  coefficients: Sequence[float]) -> dict[str, Any]:
-    """Task arithmetic of all experts (A's with A's, B's with B's), one coefficient per variant
+def merged_adapter(experts: list[LoraExpert], method: str) -> ComposedAdapter:
+    """All experts merged with weight 1. Every method is homogeneous in a common weight c, so a
+    grid of c rescales this one result: the factors by c for "weights" (A's with A's, B's with
+    B's: the update is quadratic in c), by √c for the product methods (linear in c)."""
+    ones = [1.0] * len(experts)
+    if method == "weights":
+        return merge_lora_experts(experts, ones, method="task_arithmetic")
+    return merge_lora_products(experts, ones, PRODUCT_MERGES[method])
+
+
+def measure_merge(bench: Bench, variants: dict[str, list[LoraExpert]],
+                  coefficients: Sequence[float], methods: Sequence[str]) -> dict[str, Any]:
+    """Task arithmetic of all experts by each method, one coefficient per variant and method
     picked on the mean validation accuracy over the tasks."""
-    merged_results = {}
+    merged_results: dict[str, dict[str, Any]] = {}
     for variant, experts in variants.items():
-        merged = {c: merge_lora_experts(experts, [c] * len(experts), method="task_arithmetic")
-                  for c in coefficients}
+        merged_results[variant] = {}
+        for method in methods:
+            result = _measure_merged(bench, merged_adapter(experts, method),
+                                     quadratic=method == "weights", coefficients=coefficients)
+            merged_results[variant][method] = result
+            print(f"merge {variant} by {method}: coefficient {result['coefficient']}, mean test "
+                  f"{fmean(result['test'].values()):.3f}", flush=True)
+    return merged_results
+
+
+def _measure_merged(bench: Bench, adapter: ComposedAdapter, quadratic: bool,
+                    coefficients: Sequence[float]) -> dict[str, Any]:
+    """The merged adapter at its best coefficient on validation (factors times c when its update
+    is `quadratic` in c, else times √c), then on every task's test split."""
+    with lora_model(bench.base, adapter.config) as model:
         validation = {}
         for coefficient in coefficients:
-            set_lora(model, merged[coefficient].tensors)
+            set_lora(model, adapter.tensors,
+                     coefficient if quadratic else math.sqrt(coefficient))
             validation[coefficient] = fmean(bench.score(model, t.name, "validation")
                                             for t in bench.tasks)
         best = max(coefficients, key=lambda c: validation[c])
-        set_lora(model, merged[best].tensors)
-        merged_results[variant] = {"validation": {f"{c:g}": a for c, a in validation.items()},
-                                   "coefficient": best,
-                                   "test": {t.name: bench.score(model, t.name, "test")
-                                            for t in bench.tasks}}
-        print(f"merge {variant}: coefficient {best}, mean test "
-              f"{fmean(merged_results[variant]['test'].values()):.3f}", flush=True)
-    return merged_results
+        set_lora(model, adapter.tensors, best if quadratic else math.sqrt(best))
+        return {"validation": {f"{c:g}": a for c, a in validation.items()},
+                "coefficient": best, "rank": adapter.config["r"],
+                "test": {t.name: bench.score(model, t.name, "test") for t in bench.tasks}}
 
 
 def measure_composition(bench: Bench, client: HubClient, owner: str,
@@ -236,7 +250,8 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
     results = {}
     for task in bench.tasks:
         shots = task.train[: budget.shots]
-        prompts, answers = prompts_and_answers(bench.tokenizer, task, shots)
+        prompts, answers = prompts_and_answers(bench.tokenizer, task, shots,
+                                               bench.max_input_tokens)
         hits = client.search(examples=[e.text for e in shots], base_model=BASE_MODEL,
                              k=budget.retrieved, exclude=[f"{owner}/{task.name}"])
         retrieved = [hit.id.split("/", 1)[1] for hit in hits]
@@ -262,11 +277,12 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
     return results
 
 
-def expert_variants(stored: dict[str, Tensors], fetched: dict[str, dict[str, Tensors]],
-                    per_task: dict[str, dict[str, Any]]) -> dict[str, dict[str, LoraExpert]]:
+def expert_variants(kind: ExpertKind, stored: dict[str, Tensors],
+                    fetched: dict[str, dict[str, Tensors]], per_task: dict[str, dict[str, Any]]
+                    ) -> dict[str, dict[str, LoraExpert]]:
     """The experts that merging and composition combine: the fp16 ones, and the hub's default
     setting, each scaled by the multiplier tuned on its own task's validation split."""
-    config = lora_config_dict()
+    config = kind.config_dict()
     default = setting_key(*DEFAULT_SETTING)
     return {
         "uncompressed": {name: LoraExpert(name, config, {k: v.float() for k, v in t.items()})
@@ -282,11 +298,13 @@ def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int
     """Everything, in order: experts, hub round trips, per-task settings, merging, composition."""
     torch.manual_seed(seed)
     tokenizer, base = load_smollm2(BENCH_DIR / ".cache")
-    tasks = load_tasks(budget.sizes, budget.tasks, seed)
-    bench = Bench(tokenizer, base, tasks, {
-        t.name: {split: encode(tokenizer, t, getattr(t, split))
+    library = budget.library
+    tasks = load_tasks(budget.sizes, library.tasks, seed)
+    bench = Bench(tokenizer, base, tasks, library.kind.max_input_tokens, {
+        t.name: {split: encode(tokenizer, t, getattr(t, split), library.kind.max_input_tokens)
                  for split in ("train", "validation", "test")} for t in tasks})
-    folders = prepare_experts(bench, budget, experts_dir, retrain)
+    train_library(library, library.tasks, retrain, experts_dir, budget.sizes)
+    folders = {t.name: experts_dir / t.name for t in tasks}
     stored = {name: dict(read_adapter_folder(path).tensors) for name, path in folders.items()}
     with running_hub(work, (work / "blobs").as_uri()) as hub, \
             HubClient(hub.url, hub.token, work / "cache", progress=False) as client:
@@ -294,12 +312,12 @@ def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int
                                            budget.settings)
                    for t in tasks}
         fetched = {t.name: fetch_settings(client, hub, uploads[t.name]) for t in tasks}
-        with lora_model(base) as model:
+        with lora_model(base, library.kind.config_dict()) as model:
             per_task = {t.name: measure_task(bench, model, t, stored[t.name], fetched[t.name],
                                              budget) for t in tasks}
-            variants = expert_variants(stored, fetched, per_task)
-            merge = measure_merge(bench, model, {v: list(e.values()) for v, e in variants.items()},
-                                  budget.merge_coefficients)
+        variants = expert_variants(library.kind, stored, fetched, per_task)
+        merge = measure_merge(bench, {v: list(e.values()) for v, e in variants.items()},
+                              budget.merge_coefficients, budget.merge_methods)
         compose = measure_composition(bench, client, hub.user, variants, budget, seed)
     return {"budget": asdict(budget), "seed": seed,
             "default_setting": setting_key(*DEFAULT_SETTING),
@@ -318,7 +336,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="2 tasks, tiny budget, temp folders")
     mode.add_argument("--summary", action="store_true", help="summarize the stored results")
-    parser.add_argument("--train", action="store_true", help="retrain the stored experts")
+    parser.add_argument("--library", choices=sorted(LIBRARIES), default=FULL.library.kind.name,
+                        help="which expert library to measure (default %(default)s)")
+    parser.add_argument("--train", action="store_true", help="retrain the library's experts")
     parser.add_argument("--out", type=Path, help="results folder (default docs/results; "
                         "--quick: a temporary folder)")
     parser.add_argument("--seed", type=int, default=0)
@@ -334,9 +354,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
         scratch_dir = Path(scratch)
         out = args.out or (scratch_dir / "results" if args.quick else RESULTS_DIR)
-        experts_dir = scratch_dir / "experts" if args.quick else EXPERTS_DIR
+        budget = QUICK if args.quick else replace(FULL, library=LIBRARIES[args.library])
+        experts_dir = scratch_dir / "experts" if args.quick else budget.library.folder
         (scratch_dir / "hub").mkdir()
-        results = run(QUICK if args.quick else FULL, experts_dir, scratch_dir / "hub",
+        results = run(budget, experts_dir, scratch_dir / "hub",
                       retrain=args.train or args.quick, seed=args.seed)
         results["command"] = " ".join(["python -m bench.quality",
                                        *(sys.argv[1:] if argv is None else argv)])

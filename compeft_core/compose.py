@@ -19,7 +19,7 @@ many modules there are, and no model is rebuilt between steps.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import reduce
 from math import prod
@@ -159,6 +159,19 @@ class _ConcatenatedLayout(_Layout):
                   out=flat_b.view(-1, slots))
 
 
+def unit_scaling_config(config: Mapping[str, Any], module_paths: Sequence[str], rank: int
+                        ) -> dict[str, Any]:
+    """`config` for a rank-`rank` adapter on `module_paths` whose factors carry their scaling.
+
+    lora_alpha = r, no rsLoRA and no per-module patterns, so peft's scaling is 1 on every module
+    and the update peft applies is B @ A itself.
+    """
+    return {**config, **_BUILD_OVERRIDES, "r": rank, "lora_alpha": rank,
+            "target_modules": list(module_paths), "rank_pattern": {}, "alpha_pattern": {},
+            "use_rslora": False, "layers_to_transform": None, "layers_pattern": None,
+            "exclude_modules": None}
+
+
 def _compute_dtype(experts: Sequence[LoraExpert]) -> torch.dtype:
     """float32 at least, float64 when an expert comes in float64."""
     dtypes = (t.dtype for e in experts for t in e.tensors.values())
@@ -207,12 +220,9 @@ def _concatenated_layout(experts: list[LoraExpert]) -> _ConcatenatedLayout:
         b_values.append(b.reshape(-1))
         a_shapes.append(a.shape)
         b_shapes.append(b.shape)
-    config = {**experts[0].config, **_BUILD_OVERRIDES, "r": total, "lora_alpha": total,
-              "target_modules": list(paths), "rank_pattern": {}, "alpha_pattern": {},
-              "use_rslora": False, "layers_to_transform": None, "layers_pattern": None,
-              "exclude_modules": None}
     return _ConcatenatedLayout(
-        config=config, module_paths=paths, a_shapes=tuple(a_shapes), b_shapes=tuple(b_shapes),
+        config=unit_scaling_config(experts[0].config, paths, total), module_paths=paths,
+        a_shapes=tuple(a_shapes), b_shapes=tuple(b_shapes),
         num_experts=len(experts), values_a=torch.cat(a_values), values_b=torch.cat(b_values),
         slot_owner=torch.repeat_interleave(torch.arange(len(experts)), torch.tensor(widths)),
         a_row_lengths=torch.tensor([shape[1] for shape in a_shapes]).repeat_interleave(total),

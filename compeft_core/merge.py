@@ -5,6 +5,7 @@ and merge each name on its own, with peft's merge_utils doing the arithmetic. Gi
 dicts they merge the A's and the B's separately: that is LoraHub-like, not exact, since the merged
 update (sum_i w_i B_i)(sum_i w_i A_i) has cross terms. For the exact sum_i w_i B_i A_i use
 `compose(..., mode="cat")`, or merge the dense updates B_i A_i * scaling_i as task vectors.
+`product_merge.merge_lora_products` does either, truncated to a rank by SVD if asked.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from bench.quality import EXPERTS_DIR, FULL, RESULTS_DIR, upload_settings
+from bench.quality import FULL, RESULTS_DIR, upload_settings
 from bench.quality_tasks import SplitSizes, load_tasks
 from compeft_core import compress
 from compeft_core.peft_io import read_adapter_folder
@@ -78,7 +78,7 @@ def test_tasks_have_fixed_disjoint_balanced_splits():
 
 def test_settings_fetched_through_the_client_are_compeft_of_the_stored_adapter(hub_client):
     (task,) = load_tasks(SplitSizes(train=20, validation=0, test=0), ("news-outlet",))
-    folder = EXPERTS_DIR / task.name
+    folder = FULL.library.folder / task.name
     settings = [(0.1, "tensor"), (0.05, "global")]
     uploaded = upload_settings(hub_client, "alice", folder, task, settings)
     stored = read_adapter_folder(folder).tensors

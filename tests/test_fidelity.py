@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.quality import EXPERTS_DIR
+from bench.quality_library import LIBRARIES
 from compeft_core import CompressedExpert, compress
 from compeft_core.lora_gauge import balance, lora_pairs
 from compeft_core.peft_io import read_adapter_folder
@@ -75,7 +75,7 @@ def test_balanced_is_closer_to_the_product_than_as_trained_on_a_trained_expert()
     # A real SmolLM2 expert (bench/quality_experts): after a short training A is mostly its
     # random init, so as trained its largest entries are mostly noise. Measured: mean cosine
     # 0.50 as trained, 0.76 balanced, over the 60 modules at density 0.1.
-    tensors = read_adapter_folder(EXPERTS_DIR / "news-outlet").tensors
+    tensors = read_adapter_folder(LIBRARIES["q-v"].folder / "news-outlet").tensors
     trained = compress(tensors, 0.1, measure_fidelity=True, **PAPER).fidelity.values()
     balanced = compress(tensors, 0.1, measure_fidelity=True).fidelity.values()
     assert len(balanced) == 60
