@@ -36,7 +36,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import fmean
@@ -80,8 +80,6 @@ from registry.client import HubClient
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR.parent / "docs" / "results"
-_COMPRESS_DEFAULTS = inspect.signature(compress).parameters
-DEFAULT_SETTING = (_COMPRESS_DEFAULTS["density"].default, _COMPRESS_DEFAULTS["scope"].default)
 Tensors = dict[str, torch.Tensor]
 # A's with A's and B's with B's (LoraHub-like: cross terms), or the updates B·A themselves: exactly
 # (rank Σr), truncated back to rank r by SVD, or TIES of the dense updates truncated to rank r.
@@ -91,40 +89,60 @@ MERGE_METHODS = ("weights", *PRODUCT_MERGES)
 
 
 @dataclass(frozen=True)
+class Setting:
+    """One way the hub compresses: `compeft_core.compress`'s arguments of that name."""
+
+    density: float
+    scope: str
+    factorisation: str
+    scale: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.factorisation}/{self.scale} {self.scope}@{self.density:g}"
+
+
+_COMPRESS_DEFAULTS = inspect.signature(compress).parameters
+DEFAULT_SETTING = Setting(*(_COMPRESS_DEFAULTS[name].default
+                            for name in ("density", "scope", "factorisation", "scale")))
+# The paper's choice (ComPEFT's reference code), measured beside the default at each density.
+PAPER = {"factorisation": "as-trained", "scale": "entry"}
+
+
+def settings_grid(densities: Sequence[float]) -> tuple[Setting, ...]:
+    """The default at each density, the paper's factorisation and scale at each density, and the
+    default at its density in the other scope."""
+    other_scope = "global" if DEFAULT_SETTING.scope == "tensor" else "tensor"
+    return (*(replace(DEFAULT_SETTING, density=d) for d in densities),
+            *(replace(DEFAULT_SETTING, density=d, **PAPER) for d in densities),
+            replace(DEFAULT_SETTING, scope=other_scope))
+
+
+@dataclass(frozen=True)
 class Budget:
     """Everything that sizes a run; recorded in the results."""
 
     library: Library
     sizes: SplitSizes
-    densities: tuple[float, ...]
-    scopes: tuple[str, ...]
-    alpha_multipliers: tuple[float, ...]  # ordered by preference when validation ties
+    settings: tuple[Setting, ...]
+    alpha_multipliers: tuple[float, ...]  # 1.0 (the stored alphas) first: it wins ties
     merge_coefficients: tuple[float, ...]
     merge_methods: tuple[str, ...]  # "weights" and the keys of PRODUCT_MERGES
     shots: int
     retrieved: int
     compose_steps: int
-
-    @property
-    def settings(self) -> list[tuple[float, str]]:
-        return [(d, s) for s in self.scopes for d in self.densities]
+    compose_modes: tuple[str, ...]  # compeft_core.compose's modes
 
 
-FULL = Budget(LIBRARIES[Q_V.name], SIZES, densities=(0.05, 0.1, 0.2, 0.5),
-              scopes=("tensor", "global"),
+FULL = Budget(LIBRARIES[Q_V.name], SIZES, settings=settings_grid((0.05, 0.1, 0.2)),
               alpha_multipliers=(1.0, 1.41, 2.0, 2.83, 0.71),
               merge_coefficients=(0.2, 0.3, 0.5, 0.71, 1.0), merge_methods=MERGE_METHODS,
-              shots=5, retrieved=3, compose_steps=20)
+              shots=5, retrieved=10, compose_steps=20, compose_modes=("lorahub", "cat"))
 QUICK = Budget(Library(Q_V, ("chatterbot-category", "speech-language"),
                        Schedule(max_steps=1, eval_every=1, patience=1, batch_size=4, lr=3e-3)),
-               SplitSizes(train=8, validation=4, test=4), densities=(0.1,), scopes=("tensor",),
+               SplitSizes(train=8, validation=4, test=4), settings=(DEFAULT_SETTING,),
                alpha_multipliers=(1.0,), merge_coefficients=(1.0,), merge_methods=MERGE_METHODS,
-               shots=2, retrieved=1,
-               compose_steps=1)
-
-
-def setting_key(density: float, scope: str) -> str:
-    return f"{scope}@{density:g}"
+               shots=2, retrieved=1, compose_steps=1, compose_modes=("lorahub", "cat"))
 
 
 @dataclass
@@ -146,20 +164,20 @@ class Bench:
 
 
 def upload_settings(client: HubClient, owner: str, folder: Path, task: LabelTask,
-                    settings: Sequence[tuple[float, str]]) -> dict[str, dict[str, Any]]:
+                    settings: Sequence[Setting]) -> dict[str, dict[str, Any]]:
     """Upload one expert once per setting, as revisions 1.. of `owner/<task>`; the hub compresses.
 
-    Returns, per setting, the pinned reference and the hub's size figures.
+    Returns, per setting, the pinned reference, the hub's size figures and its fidelity summary.
     """
     uploaded = {}
-    for density, scope in settings:
+    for setting in settings:
         created = client.upload(folder, f"{owner}/{task.name}", description=task.instruction,
-                                samples=[e.text for e in task.train[:20]], density=density,
-                                scope=scope)
-        uploaded[setting_key(density, scope)] = {
-            "ref": f"{created.id}@{created.revision}", "density": density, "scope": scope,
+                                samples=[e.text for e in task.train[:20]], **asdict(setting))
+        uploaded[setting.key] = {
+            "ref": f"{created.id}@{created.revision}", **asdict(setting),
             "blob_bytes": created.blob_bytes, "original_bytes": created.original_bytes,
-            "num_params": created.num_params, "bits_per_param": created.bits_per_param}
+            "num_params": created.num_params, "bits_per_param": created.bits_per_param,
+            "fidelity": created.fidelity.model_dump() if created.fidelity else None}
     return uploaded
 
 
@@ -177,7 +195,8 @@ def fetch_settings(client: HubClient, hub: RunningHub, uploaded: dict[str, dict[
 
 def measure_task(bench: Bench, model: PeftModel, task: LabelTask, expert: Tensors,
                  fetched: dict[str, Tensors], budget: Budget) -> dict[str, Any]:
-    """Base, uncompressed and every setting (alpha multiplier picked on validation)."""
+    """Base, uncompressed and every setting: with the stored alphas (`test_stored`, what a user
+    gets) and with the alpha multiplier picked on validation (`test`)."""
     with model.disable_adapter():
         result: dict[str, Any] = {"base": bench.score(model, task.name, "test")}
     set_lora(model, expert)
@@ -190,9 +209,13 @@ def measure_task(bench: Bench, model: PeftModel, task: LabelTask, expert: Tensor
             validation[multiplier] = bench.score(model, task.name, "validation")
         best = max(budget.alpha_multipliers, key=lambda m: validation[m])  # first wins ties
         set_lora(model, tensors, best)
+        tuned = bench.score(model, task.name, "test")
+        if best != 1.0:
+            set_lora(model, tensors)
         result["settings"][key] = {"validation": {f"{m:g}": a for m, a in validation.items()},
-                                   "multiplier": best,
-                                   "test": bench.score(model, task.name, "test")}
+                                   "multiplier": best, "test": tuned,
+                                   "test_stored": (tuned if best == 1.0 else
+                                                   bench.score(model, task.name, "test"))}
     print(f"{task.name}: base {result['base']:.3f}, uncompressed {result['uncompressed']:.3f}, "
           + ", ".join(f"{k} {v['test']:.3f}" for k, v in result["settings"].items()), flush=True)
     return result
@@ -246,7 +269,8 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
                         variants: dict[str, dict[str, LoraExpert]], budget: Budget, seed: int
                         ) -> dict[str, Any]:
     """Leave each task out, retrieve others through the hub's search with its first shots,
-    and compare the top-1 expert alone with a LoraHub composition of the retrieved ones."""
+    and compare the top-1 expert alone with a LoraHub search over the retrieved ones, in each
+    composition mode ("composed": the first mode's; every mode's under its name)."""
     results = {}
     for task in bench.tasks:
         shots = task.train[: budget.shots]
@@ -258,38 +282,47 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
         loss = in_bf16(FewShotLoss.from_text(bench.tokenizer, prompts, answers, seq2seq=False))
         results[task.name] = {"retrieved": retrieved}
         for variant, experts in variants.items():
-            composer = LoraComposer(bench.base, [experts[name] for name in retrieved])
-            try:
-                composer.apply([1.0] + [0.0] * (len(retrieved) - 1))
-                top1 = bench.score(composer.peft_model, task.name, "test")
-                found = lorahub_search(composer, loss, budget=budget.compose_steps, seed=seed,
-                                       regularization=lorahub_regularization(len(shots)))
-                composed = bench.score(composer.peft_model, task.name, "test")
-            finally:
-                composer.peft_model.unload()
-            results[task.name][variant] = {"top1": top1, "composed": composed,
-                                           "weights": list(found.weights.values()),
-                                           "loss_before": found.loss_before,
-                                           "loss_after": found.loss_after}
+            chosen = [experts[name] for name in retrieved]
+            searched = {mode: _compose_searched(bench, task, chosen, mode, loss, budget, seed)
+                        for mode in budget.compose_modes}
+            first = searched[budget.compose_modes[0]]
+            results[task.name][variant] = {"top1": first.pop("top1"), **first, **{
+                mode: {k: v for k, v in found.items() if k != "top1"}
+                for mode, found in searched.items()}}
         print(f"compose {task.name} from {retrieved}: " + ", ".join(
-            f"{v} top-1 {results[task.name][v]['top1']:.3f} composed "
-            f"{results[task.name][v]['composed']:.3f}" for v in variants), flush=True)
+            f"{v} top-1 {results[task.name][v]['top1']:.3f} " + " ".join(
+                f"{mode} {results[task.name][v][mode]['composed']:.3f}"
+                for mode in budget.compose_modes) for v in variants), flush=True)
     return results
 
 
+def _compose_searched(bench: Bench, task: LabelTask, experts: list[LoraExpert], mode: str,
+                      loss: Callable[[torch.nn.Module], float], budget: Budget, seed: int
+                      ) -> dict[str, Any]:
+    """The first expert alone (weights 1, 0, ...), then LoraHub's search, each on the test split."""
+    composer = LoraComposer(bench.base, experts, mode)
+    try:
+        composer.apply([1.0] + [0.0] * (len(experts) - 1))
+        top1 = bench.score(composer.peft_model, task.name, "test")
+        found = lorahub_search(composer, loss, budget=budget.compose_steps, seed=seed,
+                               regularization=lorahub_regularization(budget.shots))
+        return {"top1": top1, "composed": bench.score(composer.peft_model, task.name, "test"),
+                "weights": list(found.weights.values()), "loss_before": found.loss_before,
+                "loss_after": found.loss_after}
+    finally:
+        composer.peft_model.unload()
+
+
 def expert_variants(kind: ExpertKind, stored: dict[str, Tensors],
-                    fetched: dict[str, dict[str, Tensors]], per_task: dict[str, dict[str, Any]]
-                    ) -> dict[str, dict[str, LoraExpert]]:
+                    fetched: dict[str, dict[str, Tensors]]) -> dict[str, dict[str, LoraExpert]]:
     """The experts that merging and composition combine: the fp16 ones, and the hub's default
-    setting, each scaled by the multiplier tuned on its own task's validation split."""
+    setting with the alphas its blobs store (what `HubClient.load` gives a user, untuned)."""
     config = kind.config_dict()
-    default = setting_key(*DEFAULT_SETTING)
     return {
         "uncompressed": {name: LoraExpert(name, config, {k: v.float() for k, v in t.items()})
                          for name, t in stored.items()},
-        "compressed": {name: LoraExpert(name, config, {
-            k: v * per_task[name]["settings"][default]["multiplier"]
-            for k, v in fetched[name][default].items()}) for name in stored},
+        "compressed": {name: LoraExpert(name, config, fetched[name][DEFAULT_SETTING.key])
+                       for name in stored},
     }
 
 
@@ -315,12 +348,12 @@ def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int
         with lora_model(base, library.kind.config_dict()) as model:
             per_task = {t.name: measure_task(bench, model, t, stored[t.name], fetched[t.name],
                                              budget) for t in tasks}
-        variants = expert_variants(library.kind, stored, fetched, per_task)
+        variants = expert_variants(library.kind, stored, fetched)
         merge = measure_merge(bench, {v: list(e.values()) for v, e in variants.items()},
                               budget.merge_coefficients, budget.merge_methods)
         compose = measure_composition(bench, client, hub.user, variants, budget, seed)
     return {"budget": asdict(budget), "seed": seed,
-            "default_setting": setting_key(*DEFAULT_SETTING),
+            "default_setting": DEFAULT_SETTING.key,
             "tasks": {t.name: {"labels": list(t.labels), "source": t.source,
                                "instruction": t.instruction,
                                "splits": {s: len(getattr(t, s))

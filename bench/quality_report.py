@@ -52,12 +52,14 @@ def _compose_value(entry: dict[str, Any], base: float, variant: str | None, kind
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers, averaged over tasks (accuracies on the test splits)."""
+    """The headline numbers, averaged over tasks (accuracies on the test splits); the gains kept
+    over the learned tasks only (see `learned_tasks`), None when there is none."""
     tasks = results["tasks"]
     default = results["default_setting"]
     uncompressed = fmean(t["uncompressed"] for t in tasks.values())
     compressed = fmean(t["settings"][default]["test"] for t in tasks.values())
     compose = results["compose"]
+    d005 = _at_density(results, default, 0.05)
     return {
         "tasks": len(tasks),
         "base_acc": round(fmean(t["base"] for t in tasks.values()), 4),
@@ -71,7 +73,36 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                                               for c in compose.values()), 4),
         "compose_uncompressed_acc": round(fmean(c["uncompressed"]["composed"]
                                                 for c in compose.values()), 4),
+        "learned_tasks": len(learned_tasks(results)),
+        "gain_kept": gain_kept(results, default, "test_stored"),
+        "gain_kept_tuned": gain_kept(results, default, "test"),
+        "gain_kept_d005": None if d005 is None else gain_kept(results, d005, "test"),
+        "compose_top1_compressed_acc": round(fmean(c["compressed"]["top1"]
+                                                   for c in compose.values()), 4),
+        "compose_top1_uncompressed_acc": round(fmean(c["uncompressed"]["top1"]
+                                                     for c in compose.values()), 4),
+        "bits_per_param": round(fmean(t["uploads"][default]["bits_per_param"]
+                                      for t in tasks.values()), 4),
     }
+
+
+def gain_kept(results: dict[str, Any], setting: str, accuracy: str) -> float | None:
+    """Mean over the learned tasks of (compressed - base) / (fp16 - base), the compressed
+    accuracy being `accuracy` ("test": tuned multiplier, "test_stored": the stored alphas)."""
+    tasks = results["tasks"]
+    learned = learned_tasks(results)
+    if not learned:
+        return None
+    return round(fmean((tasks[n]["settings"][setting][accuracy] - tasks[n]["base"])
+                       / (tasks[n]["uncompressed"] - tasks[n]["base"]) for n in learned), 4)
+
+
+def _at_density(results: dict[str, Any], setting: str, density: float) -> str | None:
+    """The key of the setting like `setting` but for its density, if the run measured it."""
+    uploads = next(iter(results["tasks"].values()))["uploads"]
+    like = {k: v for k, v in uploads[setting].items() if k in ("scope", "factorisation", "scale")}
+    return next((key for key, upload in uploads.items() if upload["density"] == density
+                 and all(upload[k] == v for k, v in like.items())), None)
 
 
 def write_report(results: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -219,10 +250,8 @@ def _experts_line(library: dict[str, Any]) -> str:
 
 def _merge_test(results: dict[str, Any], variant: str) -> dict[str, float]:
     """Per task, the test accuracy of the merge by weights (A's with A's, B's with B's): the
-    summary's merge figures, as before the product methods existed (results stored before them
-    hold that one merge per variant)."""
-    merges = results["merge"][variant]
-    return merges.get("weights", merges)["test"]
+    summary's merge figures, as before the product methods existed."""
+    return results["merge"][variant]["weights"]["test"]
 
 
 def _merge_table(results: dict[str, Any]) -> list[str]:

@@ -7,18 +7,22 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
 
-from bench.quality import FULL, RESULTS_DIR, upload_settings
+from bench.quality import DEFAULT_SETTING, FULL, PAPER, RESULTS_DIR, Setting, upload_settings
+from bench.quality_report import gain_kept, learned_tasks
 from bench.quality_tasks import SplitSizes, load_tasks
 from compeft_core import compress
 from compeft_core.peft_io import read_adapter_folder
 
 SUMMARY_KEYS = {"tasks", "base_acc", "uncompressed_acc", "compressed_acc",
                 "compressed_over_uncompressed", "merge_compressed_acc", "merge_uncompressed_acc",
-                "compose_compressed_acc", "compose_uncompressed_acc"}
+                "compose_compressed_acc", "compose_uncompressed_acc", "learned_tasks",
+                "gain_kept", "gain_kept_tuned", "gain_kept_d005", "compose_top1_compressed_acc",
+                "compose_top1_uncompressed_acc", "bits_per_param"}
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -79,20 +83,41 @@ def test_tasks_have_fixed_disjoint_balanced_splits():
 def test_settings_fetched_through_the_client_are_compeft_of_the_stored_adapter(hub_client):
     (task,) = load_tasks(SplitSizes(train=20, validation=0, test=0), ("news-outlet",))
     folder = FULL.library.folder / task.name
-    settings = [(0.1, "tensor"), (0.05, "global")]
+    settings = [DEFAULT_SETTING, Setting(0.05, "global", **PAPER)]
     uploaded = upload_settings(hub_client, "alice", folder, task, settings)
     stored = read_adapter_folder(folder).tensors
-    for density, scope in settings:
-        record = uploaded[f"{scope}@{density:g}"]
+    for setting in settings:
+        record = uploaded[setting.key]
         assert record["original_bytes"] == (folder / "adapter_model.safetensors").stat().st_size
+        assert 0 < record["fidelity"]["cosine"]["mean"] <= 1
         fetched = hub_client.load(record["ref"])
-        expected = compress(stored, density, scope).decompress(dtype=torch.float32)
+        compressed = compress(stored, **asdict(setting))
+        expected = compressed.decompress(dtype=torch.float32)
         assert fetched.keys() == expected.keys()
         for name, tensor in expected.items():
             assert torch.equal(fetched[name], tensor), name
         doubled = hub_client.load(record["ref"], alpha=2.0)
-        local = compress(stored, density, scope).decompress(alpha=2.0, dtype=torch.float32)
+        local = compressed.decompress(alpha=2.0, dtype=torch.float32)
         assert all(torch.equal(doubled[n], local[n]) for n in local)
+
+
+def _results(*tasks: tuple[float, float, float, float]) -> dict:
+    """A results dict of tasks (base, fp16, tuned, stored) at the default and at d=0.05."""
+    keys = {"default": 0.1, "sparser": 0.05}
+    return {"default_setting": "default", "tasks": {f"task{i}": {
+        "base": base, "uncompressed": fp16,
+        "uploads": {k: {"density": d, "scope": "tensor", "factorisation": "balanced",
+                        "scale": "unbiased"} for k, d in keys.items()},
+        "settings": {k: {"test": tuned, "test_stored": stored} for k in keys}}
+        for i, (base, fp16, tuned, stored) in enumerate(tasks)}}
+
+
+def test_gain_kept_is_over_the_learned_tasks_with_stored_or_tuned_alphas():
+    results = _results((0.2, 0.8, 0.8, 0.5), (0.2, 0.6, 0.5, 0.3), (0.5, 0.55, 0.2, 0.2))
+    assert learned_tasks(results) == ["task0", "task1"]  # task2 gained 5 points: not learned
+    assert gain_kept(results, "default", "test_stored") == pytest.approx((0.5 + 0.25) / 2)
+    assert gain_kept(results, "default", "test") == pytest.approx((1 + 0.75) / 2)
+    assert gain_kept(_results((0.5, 0.55, 0.2, 0.2)), "default", "test") is None
 
 
 @pytest.mark.slow
