@@ -43,6 +43,8 @@ TRAINING_RECORD = "training.json"
 
 @dataclass(frozen=True)
 class Library:
+    """One expert per task, all of one kind and trained on one schedule, in one folder."""
+
     kind: ExpertKind
     tasks: tuple[str, ...]
     schedule: Schedule

@@ -91,8 +91,8 @@ def gain_kept(results: dict[str, Any], setting: str, accuracy: str) -> float | N
     accuracy being `accuracy` ("test": tuned multiplier, "test_stored": the stored alphas)."""
     tasks = results["tasks"]
     learned = learned_tasks(results)
-    if not learned:
-        return None
+    if not learned or any(accuracy not in tasks[n]["settings"][setting] for n in learned):
+        return None  # nothing learned, or results from before `test_stored` was measured
     return round(fmean((tasks[n]["settings"][setting][accuracy] - tasks[n]["base"])
                        / (tasks[n]["uncompressed"] - tasks[n]["base"]) for n in learned), 4)
 
@@ -102,7 +102,7 @@ def _at_density(results: dict[str, Any], setting: str, density: float) -> str | 
     uploads = next(iter(results["tasks"].values()))["uploads"]
     like = {k: v for k, v in uploads[setting].items() if k in ("scope", "factorisation", "scale")}
     return next((key for key, upload in uploads.items() if upload["density"] == density
-                 and all(upload[k] == v for k, v in like.items())), None)
+                 and all(upload.get(k) == v for k, v in like.items())), None)
 
 
 def write_report(results: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -250,8 +250,10 @@ def _experts_line(library: dict[str, Any]) -> str:
 
 def _merge_test(results: dict[str, Any], variant: str) -> dict[str, float]:
     """Per task, the test accuracy of the merge by weights (A's with A's, B's with B's): the
-    summary's merge figures, as before the product methods existed."""
-    return results["merge"][variant]["weights"]["test"]
+    summary's merge figures, as before the product methods existed (docs/results holds, until
+    its next full run, results from before them: one merge per variant)."""
+    merges = results["merge"][variant]
+    return merges.get("weights", merges)["test"]
 
 
 def _merge_table(results: dict[str, Any]) -> list[str]:
