@@ -283,7 +283,8 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
         results[task.name] = {"retrieved": retrieved}
         for variant, experts in variants.items():
             chosen = [experts[name] for name in retrieved]
-            searched = {mode: _compose_searched(bench, task, chosen, mode, loss, budget, seed)
+            searched = {mode: _compose_searched(bench, task, chosen, mode, loss, len(shots),
+                                                budget.compose_steps, seed)
                         for mode in budget.compose_modes}
             first = searched[budget.compose_modes[0]]
             results[task.name][variant] = {"top1": first.pop("top1"), **first, **{
@@ -297,15 +298,15 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
 
 
 def _compose_searched(bench: Bench, task: LabelTask, experts: list[LoraExpert], mode: str,
-                      loss: Callable[[torch.nn.Module], float], budget: Budget, seed: int
-                      ) -> dict[str, Any]:
+                      loss: Callable[[torch.nn.Module], float], shots: int, steps: int,
+                      seed: int) -> dict[str, Any]:
     """The first expert alone (weights 1, 0, ...), then LoraHub's search, each on the test split."""
     composer = LoraComposer(bench.base, experts, mode)
     try:
         composer.apply([1.0] + [0.0] * (len(experts) - 1))
         top1 = bench.score(composer.peft_model, task.name, "test")
-        found = lorahub_search(composer, loss, budget=budget.compose_steps, seed=seed,
-                               regularization=lorahub_regularization(budget.shots))
+        found = lorahub_search(composer, loss, budget=steps, seed=seed,
+                               regularization=lorahub_regularization(shots))
         return {"top1": top1, "composed": bench.score(composer.peft_model, task.name, "test"),
                 "weights": list(found.weights.values()), "loss_before": found.loss_before,
                 "loss_after": found.loss_after}
