@@ -35,7 +35,7 @@ import torch
 
 from bench.quality import BENCH_DIR, FULL, Bench
 from bench.quality_library import LIBRARIES
-from bench.quality_report import LEARNED_MARGIN
+from bench.quality_summary import LEARNED_MARGIN
 from bench.quality_tasks import SplitSizes, encode, load_tasks
 from bench.quality_train import lora_model, set_lora
 from bench.smollm2 import load_smollm2

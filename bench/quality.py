@@ -8,23 +8,28 @@ revision per (density, scope) setting, compressed by the hub, fetched back and d
 `HubClient.load`. Measured, all on fixed splits, nothing tuned on a test split:
 
 1. per task, test accuracy of the base model (zero-shot), the uncompressed expert and every
-   setting, with the setting's alpha multiplier picked on the validation split (a multiplier m
-   scales the decoded A and B, i.e. the stored per-tensor default alphas, so the update by m^2);
-2. task arithmetic of all experts (`merge_lora_experts`, one coefficient picked on the mean
-   validation accuracy), uncompressed against compressed at the default setting;
+   setting (factorisation, scale, scope, density), with the alphas the blob stores (what a user
+   gets) and with an alpha multiplier picked on the validation split (a multiplier m scales the
+   decoded A and B, so the update by m^2); the upload's fidelity and bits per parameter;
+2. task arithmetic of all experts (A's with A's and B's with B's, or the products B·A: exact,
+   SVD re-truncated, TIES), one coefficient per method picked on the mean validation accuracy,
+   uncompressed against compressed at the default setting;
 3. composition on an unseen task: each task left out in turn, the hub's search with 5 of its
-   training inputs retrieves the closest other experts, LoraHub composes them on those 5 shots;
-   against zero-shot and the top-1 retrieved expert alone, uncompressed and compressed;
+   training inputs retrieves the 10 closest other experts, LoraHub composes them on those 5
+   shots (modes lorahub and cat); against zero-shot and the top-1 retrieved expert alone,
+   uncompressed and compressed;
 4. bytes: blob bytes per setting (and HTTP body bytes of each fetch) against the fp16 adapter.
 
-    python -m bench.quality             # q-v library: 10 tasks, stored experts; about 20 min
-    python -m bench.quality --library all-modules
+    python -m bench.quality             # all-modules library: 18 tasks; about an hour
+    python -m bench.quality --library q-v   # the first, q,v-only library
     python -m bench.quality --train     # retrain the library's experts first
     python -m bench.quality --quick     # 2 tasks, tiny splits, 1 training step; temp folders
     python -m bench.quality --summary   # print the stored results' summary
+    python -m bench.quality --report    # rewrite DIR.md and the plots from DIR/quality.json
 
-Writes DIR/quality.json, DIR/*.png and DIR.md (DIR: docs/results; --quick: a temporary folder);
-the last line printed is one JSON object (the summary).
+Writes DIR/quality.json (first), DIR/*.png and DIR.md (DIR: docs/results for the all-modules
+library, docs/results-q-v for the other; --quick: a temporary folder); the last line printed is
+one JSON object (the summary).
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bench.hub_process import RunningHub, running_hub
 from bench.quality_library import LIBRARIES, SIZES, Library, train_library
-from bench.quality_report import summarize, write_report
+from bench.quality_report import RESULTS_FILE, write_report
+from bench.quality_summary import summarize
 from bench.quality_tasks import (
     Encoded,
     LabelTask,
@@ -58,6 +64,7 @@ from bench.quality_tasks import (
     prompts_and_answers,
 )
 from bench.quality_train import (
+    ALL_MODULES,
     BASE_MODEL,
     Q_V,
     ExpertKind,
@@ -79,7 +86,15 @@ from compeft_core.product_merge import ProductMethod, merge_lora_products
 from registry.client import HubClient
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR.parent / "docs" / "results"
+DOCS_DIR = BENCH_DIR.parent / "docs"
+
+
+def results_dir(library: str) -> Path:
+    """Where a library's full run writes: docs/results for the default library, else
+    docs/results-<library> (each folder beside its Markdown report, FOLDER.md)."""
+    return DOCS_DIR / ("results" if library == FULL.library.kind.name else f"results-{library}")
+
+
 Tensors = dict[str, torch.Tensor]
 # A's with A's and B's with B's (LoraHub-like: cross terms), or the updates B·A themselves: exactly
 # (rank Σr), truncated back to rank r by SVD, or TIES of the dense updates truncated to rank r.
@@ -134,7 +149,7 @@ class Budget:
     compose_modes: tuple[str, ...]  # compeft_core.compose's modes
 
 
-FULL = Budget(LIBRARIES[Q_V.name], SIZES, settings=settings_grid((0.05, 0.1, 0.2)),
+FULL = Budget(LIBRARIES[ALL_MODULES.name], SIZES, settings=settings_grid((0.05, 0.1, 0.2)),
               alpha_multipliers=(1.0, 1.41, 2.0, 2.83, 0.71),
               merge_coefficients=(0.2, 0.3, 0.5, 0.71, 1.0), merge_methods=MERGE_METHODS,
               shots=5, retrieved=10, compose_steps=20, compose_modes=("lorahub", "cat"))
@@ -283,13 +298,11 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
         results[task.name] = {"retrieved": retrieved}
         for variant, experts in variants.items():
             chosen = [experts[name] for name in retrieved]
-            searched = {mode: _compose_searched(bench, task, chosen, mode, loss, len(shots),
-                                                budget.compose_steps, seed)
-                        for mode in budget.compose_modes}
-            first = searched[budget.compose_modes[0]]
-            results[task.name][variant] = {"top1": first.pop("top1"), **first, **{
-                mode: {k: v for k, v in found.items() if k != "top1"}
-                for mode, found in searched.items()}}
+            top1 = _top1(bench, task, chosen[0])
+            results[task.name][variant] = {"top1": top1, **{
+                mode: _compose_searched(bench, task, chosen, mode, loss, len(shots),
+                                        budget.compose_steps, seed)
+                for mode in budget.compose_modes}}
         print(f"compose {task.name} from {retrieved}: " + ", ".join(
             f"{v} top-1 {results[task.name][v]['top1']:.3f} " + " ".join(
                 f"{mode} {results[task.name][v][mode]['composed']:.3f}"
@@ -297,17 +310,22 @@ def measure_composition(bench: Bench, client: HubClient, owner: str,
     return results
 
 
+def _top1(bench: Bench, task: LabelTask, expert: LoraExpert) -> float:
+    """The first retrieved expert alone, on the test split."""
+    with lora_model(bench.base, expert.config) as model:
+        set_lora(model, expert.tensors)
+        return bench.score(model, task.name, "test")
+
+
 def _compose_searched(bench: Bench, task: LabelTask, experts: list[LoraExpert], mode: str,
                       loss: Callable[[torch.nn.Module], float], shots: int, steps: int,
                       seed: int) -> dict[str, Any]:
-    """The first expert alone (weights 1, 0, ...), then LoraHub's search, each on the test split."""
+    """LoraHub's search over the retrieved experts in one composition mode, then the test split."""
     composer = LoraComposer(bench.base, experts, mode)
     try:
-        composer.apply([1.0] + [0.0] * (len(experts) - 1))
-        top1 = bench.score(composer.peft_model, task.name, "test")
         found = lorahub_search(composer, loss, budget=steps, seed=seed,
                                regularization=lorahub_regularization(shots))
-        return {"top1": top1, "composed": bench.score(composer.peft_model, task.name, "test"),
+        return {"composed": bench.score(composer.peft_model, task.name, "test"),
                 "weights": list(found.weights.values()), "loss_before": found.loss_before,
                 "loss_after": found.loss_after}
     finally:
@@ -370,24 +388,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="2 tasks, tiny budget, temp folders")
     mode.add_argument("--summary", action="store_true", help="summarize the stored results")
+    mode.add_argument("--report", action="store_true",
+                      help="rewrite the report and plots from the stored results")
     parser.add_argument("--library", choices=sorted(LIBRARIES), default=FULL.library.kind.name,
                         help="which expert library to measure (default %(default)s)")
     parser.add_argument("--train", action="store_true", help="retrain the library's experts")
-    parser.add_argument("--out", type=Path, help="results folder (default docs/results; "
-                        "--quick: a temporary folder)")
+    parser.add_argument("--out", type=Path, help="results folder (default docs/results, or "
+                        "docs/results-<library> for another library; --quick: a temporary "
+                        "folder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
-    if args.summary:
-        results = json.loads(((args.out or RESULTS_DIR) / "quality.json").read_text())
-        summary = summarize(results)
+    if args.summary or args.report:
+        out = args.out or results_dir(args.library)
+        results = json.loads((out / RESULTS_FILE).read_text())
+        summary = write_report(results, out) if args.report else summarize(results)
         print(json.dumps(summary))
         return summary
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
         scratch_dir = Path(scratch)
-        out = args.out or (scratch_dir / "results" if args.quick else RESULTS_DIR)
+        out = args.out or (scratch_dir / "results" if args.quick else results_dir(args.library))
         budget = QUICK if args.quick else replace(FULL, library=LIBRARIES[args.library])
         experts_dir = scratch_dir / "experts" if args.quick else budget.library.folder
         (scratch_dir / "hub").mkdir()
@@ -396,6 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["command"] = " ".join(["python -m bench.quality",
                                        *(sys.argv[1:] if argv is None else argv)])
         results["wall_s"] = time.perf_counter() - start
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n")  # before the report
         summary = write_report(results, out)
     print(json.dumps(summary))
     return summary

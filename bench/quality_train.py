@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from peft.utils.save_and_load import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedModel
 
@@ -203,6 +204,25 @@ def set_lora(model: PeftModel, tensors: Mapping[str, torch.Tensor], scale: float
         raise ValueError(f"not LoRA weights of this model: {result.unexpected_keys[:3]}")
 
 
+@contextmanager
+def lora_merged(model: torch.nn.Module) -> Iterator[None]:
+    """Every active LoRA update added into its base weight for the duration, as peft's merge
+    does, so that a forward pass costs the base model's alone (a third less on this CPU with r=8
+    on every linear layer); the exact weights are put back afterwards, not recomputed by
+    subtraction, so that scoring leaves the model bit for bit as it was."""
+    layers = [layer for layer in model.modules() if isinstance(layer, LoraLayer)
+              and not layer.disable_adapters and not layer.merged]
+    saved = [layer.get_base_layer().weight.detach().clone() for layer in layers]
+    for layer in layers:
+        layer.merge()
+    try:
+        yield
+    finally:
+        for layer, weight in zip(layers, saved, strict=True):
+            layer.unmerge()  # peft's bookkeeping; the weight is then restored exactly
+            layer.get_base_layer().weight.data.copy_(weight)
+
+
 def accuracy(model: torch.nn.Module, data: Encoded, pad_token_id: int, batch_size: int = 32
              ) -> float:
     """Share of examples whose gold label's first token scores highest among the labels.
@@ -213,7 +233,7 @@ def accuracy(model: torch.nn.Module, data: Encoded, pad_token_id: int, batch_siz
     label_rows = causal_lm.get_output_embeddings().weight[data.label_tokens]
     order = sorted(range(len(data.prompts)), key=lambda i: len(data.prompts[i]))
     correct = 0
-    with torch.no_grad(), _autocast():
+    with torch.no_grad(), lora_merged(model), _autocast():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             prompts = [data.prompts[i] for i in rows]

@@ -12,8 +12,17 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from bench.quality import DEFAULT_SETTING, FULL, PAPER, RESULTS_DIR, Setting, upload_settings
-from bench.quality_report import gain_kept, learned_tasks
+from bench.quality import (
+    DEFAULT_SETTING,
+    FULL,
+    PAPER,
+    Setting,
+    results_dir,
+    upload_settings,
+)
+from bench.quality_plots import PLOTS
+from bench.quality_report import RESULTS_FILE
+from bench.quality_summary import gain_kept, learned_tasks
 from bench.quality_tasks import SplitSizes, load_tasks
 from compeft_core import compress
 from compeft_core.peft_io import read_adapter_folder
@@ -53,13 +62,16 @@ def test_quick_run_trains_uploads_measures_and_reports(tmp_path):
         assert upload["original_bytes"] / upload["blob_bytes"] > 20
         # the fetch also reads the revision's JSON (config, sample inputs): a few KB
         assert upload["blob_bytes"] <= upload["wire_bytes"] < upload["blob_bytes"] + 16384
-    assert {p.name for p in out.iterdir()} == {"quality.json", "accuracy_vs_bits.png",
-                                              "composition.png"}
-    assert "## 3. Composition on an unseen task" in out.with_suffix(".md").read_text()
+    assert {p.name for p in out.iterdir()} == {RESULTS_FILE, *PLOTS}
+    report = out.with_suffix(".md").read_text()
+    assert "## 4. Composition on an unseen task" in report and "| goal | target |" in report
+    for entry in results["compose"].values():
+        for variant in ("uncompressed", "compressed"):
+            assert set(entry[variant]) == {"top1", "lorahub", "cat"}
 
 
 def test_summary_of_the_stored_results_is_the_last_line():
-    if not (RESULTS_DIR / "quality.json").is_file():
+    if not (results_dir(FULL.library.kind.name) / RESULTS_FILE).is_file():
         pytest.skip("no stored results yet: run `python -m bench.quality`")
     done = subprocess.run([sys.executable, "-m", "bench.quality", "--summary"],
                           capture_output=True, text=True, timeout=120, check=True)
