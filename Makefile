@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench-quick clean
+.PHONY: install serve lint test clean
 
 install: $(STAMP)
 
@@ -24,7 +24,13 @@ $(STAMP): pyproject.toml Makefile
 serve: install
 	$(BIN)/compeft-hub serve
 
-test: install
+# One style: ruff's lint rules and its formatter (pinned in pyproject.toml, so every machine
+# formats alike). `make test` runs it first, so CI (.ci/run -> make test) checks it too.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:

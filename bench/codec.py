@@ -26,7 +26,8 @@ import torch
 import zstandard
 
 from bench.synthetic import llama_32m, llama_lora
-from compeft_core import CompressedExpert, compress
+from compeft_core import CompressedExpert
+from compeft_core.compress import compress
 
 
 def entropy_bound_bits(density: float) -> float:

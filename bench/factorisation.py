@@ -39,7 +39,7 @@ from bench.quality_summary import LEARNED_MARGIN
 from bench.quality_tasks import SplitSizes, encode, load_tasks
 from bench.quality_train import lora_model, set_lora
 from bench.smollm2 import load_smollm2
-from compeft_core import compress
+from compeft_core.compress import compress
 from compeft_core.peft_io import read_adapter_folder
 
 CHOICES = (("as-trained", "entry"), ("balanced", "entry"), ("balanced", "unbiased"),

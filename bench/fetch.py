@@ -37,7 +37,7 @@ import torch
 from bench.hub_process import FILES_PATH, RunningHub, WireBytes, running_hub
 from bench.synthetic import llama7b_qv_r16, llama_lora, write_lora_folder
 from bench.timing import Timing, repeated, timed
-from compeft_core.peft_io import WEIGHTS_NAME
+from compeft_core.formats import WEIGHTS_NAME
 from registry.client import HubClient
 
 LINK_BYTES_PER_S = 100e6 / 8  # 100 Mbit/s

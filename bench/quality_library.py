@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from bench.quality_tasks import LabelTask, SplitSizes, encode, load_tasks
 from bench.quality_train import ALL_MODULES, Q_V, ExpertKind, Schedule, save_expert, train_lora
 from bench.smollm2 import load_smollm2
-from compeft_core.peft_io import WEIGHTS_NAME
+from compeft_core.formats import WEIGHTS_NAME
 
 BENCH_DIR = Path(__file__).resolve().parent
 LIBRARIES_DIR = BENCH_DIR / "quality_experts"

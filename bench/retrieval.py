@@ -47,11 +47,14 @@ from registry.ingest import CompressedUpload, compress_upload
 from registry.models import User
 from registry.publish import publish_revision
 from registry.schema import upgrade_schema
-from registry.schemas import SearchRequest, UploadMetadata
 from registry.search import ExpertSearch
 from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload
-from retrieval import ExpertIndex, ExpertRecord, IndexConfig, TaskEmbedder
+from registry.wire.experts import UploadMetadata
+from registry.wire.search import SearchRequest
+from retrieval.embedder import TaskEmbedder
+from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.shard import IndexConfig
 from storage import BlobStore, open_blob_store
 
 BASE_MODEL = "bench-base-model"

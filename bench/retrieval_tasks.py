@@ -27,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from retrieval import ExpertIndex, ExpertRecord, TaskEmbedder
+from retrieval.embedder import TaskEmbedder
+from retrieval.index import ExpertIndex, ExpertRecord
 
 EVAL_BASE_MODEL = "eval-base-model"
 

@@ -28,8 +28,9 @@ from typing import Any
 from bench.hub_process import RunningHub, WireBytes, running_hub
 from bench.synthetic import llama_32m, llama_lora, write_lora_folder
 from bench.timing import Timing, repeated, timed
-from compeft_core import compress
-from compeft_core.peft_io import CONFIG_NAME, WEIGHTS_NAME, read_adapter
+from compeft_core.compress import compress
+from compeft_core.formats import CONFIG_NAME, WEIGHTS_NAME
+from compeft_core.peft_io import read_adapter
 from compeft_core.task_vectors import adapter_task_vector
 from registry.client import HubClient
 from registry.settings import Settings

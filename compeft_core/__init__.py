@@ -1,6 +1,14 @@
-"""ComPEFT compression of PEFT task vectors: pure tensors in, bytes out."""
+"""ComPEFT compression of PEFT task vectors: pure tensors in, bytes out.
 
-from compeft_core.compress import compress
+Importing the package loads only its errors: `CompressedExpert` (the decoder: numpy and numba) is
+loaded on first use, and `compeft_core.formats` holds plain constants, so the light client's wire
+types and CLI start fast. `compeft_core.compress.compress` (torch) compresses;
+`CompressedExpert.decompress` gives torch tensors and `CompressedExpert.decompress_numpy` numpy
+arrays, for clients without torch.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from compeft_core.errors import (
     AdapterFormatError,
     BlobFormatError,
@@ -8,7 +16,9 @@ from compeft_core.errors import (
     CompositionError,
     CompressionInputError,
 )
-from compeft_core.expert import CompressedExpert
+
+if TYPE_CHECKING:
+    from compeft_core.expert import CompressedExpert
 
 __all__ = [
     "AdapterFormatError",
@@ -17,5 +27,13 @@ __all__ = [
     "CompositionError",
     "CompressedExpert",
     "CompressionInputError",
-    "compress",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`compeft_core.CompressedExpert`, imported when first asked for (PEP 562)."""
+    if name == "CompressedExpert":
+        from compeft_core.expert import CompressedExpert
+
+        return CompressedExpert
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

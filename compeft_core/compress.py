@@ -26,6 +26,7 @@ import torch
 from compeft_core.errors import CompressionInputError
 from compeft_core.expert import SCALES, SCOPES, CompressedExpert
 from compeft_core.fidelity import Fidelity
+from compeft_core.formats import FLOAT32_MAX
 from compeft_core.lora_gauge import FACTORISATIONS, lora_pairs
 from compeft_core.lora_scales import (
     TensorLayout,
@@ -42,7 +43,6 @@ _FLOAT_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16",
                  torch.float32: "float32", torch.float64: "float64"}
 MAX_EXTRA_CHARS = 4096
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # ComPEFT computes and stores in float32
 
 
 def beyond_float32(name: str) -> str:

@@ -12,28 +12,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from math import prod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from compeft_core.errors import BlobFormatError, CompressionInputError
 from compeft_core.fidelity import Fidelity
 from compeft_core.rans import RansDecodeError, decode_bytes
 from compeft_core.ternary import kept_per_range, unpack_ranges
 
+if TYPE_CHECKING:  # torch is needed only to decompress to torch tensors (the `torch` extra)
+    import numpy.typing as npt
+    import torch
+
 SCOPES = ("tensor", "global")
 SCALES = ("entry", "unbiased")  # the default-alpha rules `compress` offers
 STORED_SCALES = (*SCALES, "fixed")  # "fixed": one alpha given to `compress` for every segment
-_NUMPY_BITS = {torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64}
+# Output dtypes numpy has, and the signed integer type of the same width that the kernel writes.
+_NUMPY_BIT_VIEWS = {np.dtype(np.float16): np.dtype(np.int16),
+                    np.dtype(np.float32): np.dtype(np.int32),
+                    np.dtype(np.float64): np.dtype(np.int64)}
 
-# Output dtypes and the unsigned integer type of the same width that the kernel writes.
-_BIT_VIEWS: dict[torch.dtype, torch.dtype] = {
-    torch.float16: torch.int16,
-    torch.bfloat16: torch.int16,
-    torch.float32: torch.int32,
-    torch.float64: torch.int64,
-}
+
+def _torch_bit_views() -> dict[torch.dtype, torch.dtype]:
+    """The same for torch, bfloat16 included (imported here: torch is optional)."""
+    import torch
+
+    return {torch.float16: torch.int16, torch.bfloat16: torch.int16,
+            torch.float32: torch.int32, torch.float64: torch.int64}
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,24 +129,61 @@ class CompressedExpert:
         return tensor_index if self.scope == "tensor" else 0
 
     def decompress(
-        self, alpha: float | None = None, dtype: torch.dtype = torch.float16
+        self, alpha: float | None = None, dtype: torch.dtype | None = None
     ) -> dict[str, torch.Tensor]:
-        """Dense tensors: alpha * sigma * sign on kept entries, 0 elsewhere.
+        """Dense torch tensors (float16 unless `dtype` says otherwise): alpha * sigma * sign on
+        kept entries, 0 elsewhere.
 
         `alpha=None` uses each segment's stored default alpha; a number overrides it everywhere.
         The returned tensors are disjoint views of one buffer; safetensors saves them as they are.
         """
-        if dtype not in _BIT_VIEWS:
+        import torch
+
+        dtype = torch.float16 if dtype is None else dtype
+        bit_views = _torch_bit_views()
+        if dtype not in bit_views:
             raise CompressionInputError(
-                f"cannot decompress to {dtype}; choose one of {', '.join(map(str, _BIT_VIEWS))}"
+                f"cannot decompress to {dtype}; choose one of {', '.join(map(str, bit_views))}"
             )
-        if alpha is not None and not np.isfinite(alpha):
+        scales = torch.tensor(self._alphas(alpha) * self.sigma.astype(np.float64), dtype=dtype)
+        view = bit_views[dtype]
+        flat = self._decoded_bits(scales.view(view).numpy(), (-scales).view(view).numpy())
+        chunks = torch.split(torch.from_numpy(flat).view(dtype), [prod(s) for s in self.shapes])
+        return {name: chunk.view(shape)
+                for name, chunk, shape in zip(self.names, chunks, self.shapes, strict=True)}
+
+    def decompress_numpy(
+        self, alpha: float | None = None, dtype: npt.DTypeLike = np.float32
+    ) -> dict[str, np.ndarray]:
+        """`decompress` as numpy arrays (float16, float32 or float64), for clients without torch.
+
+        The arrays are disjoint views of one buffer, like `decompress`'s tensors.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in _NUMPY_BIT_VIEWS:
+            raise CompressionInputError(
+                f"cannot decompress to {dtype}; choose one of "
+                f"{', '.join(map(str, _NUMPY_BIT_VIEWS))}"
+            )
+        scales = (self._alphas(alpha) * self.sigma.astype(np.float64)).astype(dtype)
+        view = _NUMPY_BIT_VIEWS[dtype]
+        flat = self._decoded_bits(scales.view(view), (-scales).view(view)).view(dtype)
+        ends = np.cumsum([prod(shape) for shape in self.shapes])
+        return {name: chunk.reshape(shape) for name, chunk, shape
+                in zip(self.names, np.split(flat, ends[:-1]), self.shapes, strict=True)}
+
+    def _alphas(self, alpha: float | None) -> np.ndarray:
+        """Each segment's alpha in float64: the stored defaults, or `alpha` everywhere."""
+        if alpha is None:
+            return self.alpha.astype(np.float64)
+        if not np.isfinite(alpha):
             raise CompressionInputError(f"alpha must be a finite number, got {alpha}")
+        return np.full(len(self.alpha), alpha, dtype=np.float64)
+
+    def _decoded_bits(self, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+        """The dense entries as integers of one width: each kept entry is its segment's
+        `positive` or `negative` bit pattern (the scale in the output dtype), every other 0."""
         mask = self._decoded_mask()
-        alphas = self.alpha.astype(np.float64) if alpha is None else np.full(len(self.alpha), alpha)
-        scales = torch.tensor(alphas * self.sigma.astype(np.float64), dtype=dtype)
-        view = _BIT_VIEWS[dtype]
-        positive, negative = scales.view(view).tolist(), (-scales).view(view).tolist()
         sizes = np.array([prod(shape) for shape in self.shapes], dtype=np.int64)
         ends = np.cumsum(sizes)
         starts = ends - sizes
@@ -150,16 +193,13 @@ class CompressedExpert:
                 f"the mask marks {counts.sum()} kept entries but the blob carries {self.kept} signs"
             )
         first_signs = np.cumsum(counts) - counts
-        # One zeroed numpy buffer (calloc: no pass over memory, no torch thread pool); the
-        # returned tensors are disjoint views of it, which safetensors saves as separate tensors.
-        flat = np.zeros(int(ends[-1]), dtype=_NUMPY_BITS[view])
+        # One zeroed buffer (calloc: no pass over memory, no torch thread pool); the returned
+        # tensors or arrays are disjoint views of it, which safetensors saves as separate tensors.
+        flat = np.zeros(int(ends[-1]), dtype=positive.dtype)
         segments = [self._segment(i) for i in range(len(self.names))]
-        unpack_ranges(mask, starts, ends, self.signs, first_signs,
-                      np.array([positive[s] for s in segments], dtype=flat.dtype),
-                      np.array([negative[s] for s in segments], dtype=flat.dtype), flat)
-        chunks = torch.split(torch.from_numpy(flat).view(dtype), sizes.tolist())
-        return {name: chunk.view(shape)
-                for name, chunk, shape in zip(self.names, chunks, self.shapes, strict=True)}
+        unpack_ranges(mask, starts, ends, self.signs, first_signs, positive[segments],
+                      negative[segments], flat)
+        return flat
 
     def _decoded_mask(self) -> np.ndarray:
         n = self.num_params

@@ -19,12 +19,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from compeft_core.compress import FLOAT32_MAX, beyond_float32
+from compeft_core.compress import beyond_float32
 from compeft_core.errors import AdapterFormatError
+from compeft_core.formats import (
+    CONFIG_NAME,
+    FLOAT32_MAX,
+    PICKLE_NAME,
+    PICKLE_REFUSED,
+    WEIGHTS_NAME,
+)
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-PICKLE_NAME = "adapter_model.bin"
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3")
 MAX_CONFIG_BYTES = 1 << 20
 MAX_HEADER_BYTES = 16 << 20
@@ -48,11 +52,6 @@ _EXPONENT_BITS = {  # the integer view of each float dtype and its exponent fiel
     torch.float64: (torch.int64, 0x7FF0_0000_0000_0000),
 }
 _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-PICKLE_REFUSED = (
-    "pickle files (adapter_model.bin) are refused: unpickling runs arbitrary code. "
-    "Save the adapter with save_pretrained(..., safe_serialization=True) to get "
-    "adapter_model.safetensors"
-)
 
 
 @dataclass(frozen=True)

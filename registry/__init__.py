@@ -12,8 +12,11 @@ Where things live:
   change) -> `events.py` (tell listeners); `uploads.py` strings them together.
 - Reads: `catalog.py` (list, show, soft delete), `downloads.py` (ETag, Range), `search.py` (each
   process's index of task vectors, kept current by the counter and change log of `index_log.py`).
+- Wire types: `wire/` (pydantic only: what the client and the server exchange, and the limits
+  they check); `answers.py` builds them from SQL rows, on the server side only.
 - Data: `models.py` (SQLAlchemy), `schema.py` (Alembic migrations in `migrations/`),
   `database.py` (engines), `accounts.py` (users, hashed tokens, expiry, revocation; their API in
-  `routes/account.py` with the wire types of `account_schemas.py`), `ids.py` (owner/name rules).
+  `routes/account.py` with the wire types of `wire/accounts.py`), `ids.py` (owner/name rules).
+- Client: `client/` (the SDK, importable without the server's dependencies) and `client_cli.py`.
 - Operations: `cli.py` (`compeft-hub`), `fsck.py` (SQL vs blob store), `embeddings.reembed`.
 """

@@ -17,7 +17,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -31,11 +31,11 @@ from registry.errors import (
     PermissionDeniedError,
 )
 from registry.ids import validate_id_part
-from registry.models import TOKEN_NAME_LENGTH, ApiToken, User, utc_now
+from registry.models import ApiToken, User, utc_now
+from registry.wire.accounts import format_utc
+from registry.wire.limits import TOKEN_NAME_LENGTH, TOKEN_NAME_PATTERN
 
 TOKEN_PREFIX = "chub"
-MAX_TOKEN_DAYS = 3650
-TOKEN_NAME_PATTERN = rf"[A-Za-z0-9_ .:@-]{{1,{TOKEN_NAME_LENGTH}}}"
 _TOKEN_NAME = re.compile(TOKEN_NAME_PATTERN)
 _LOOKUP_ID = re.compile(r"[0-9a-f]{16}")  # secrets.token_hex(8)
 _NEW_TOKEN_HINT = "create a new one with `compeft-hub token create`"
@@ -67,11 +67,6 @@ class IssuedToken:
 
     row: ApiToken
     token: str
-
-
-def format_utc(moment: datetime) -> str:
-    """A token's times as messages and the CLI show them, to the minute."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _hash_secret(salt: str, secret: str) -> str:

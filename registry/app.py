@@ -26,7 +26,8 @@ from registry.schema import prepare_schema
 from registry.search import ExpertSearch
 from registry.settings import Settings
 from registry.web import mount_web_ui
-from retrieval import IndexConfig, TaskEmbedder
+from retrieval.embedder import TaskEmbedder
+from retrieval.shard import IndexConfig
 from storage import open_blob_store
 
 _UPLOAD_PATH = re.compile(r"/api/v1/experts/[^/]+/[^/]+/revisions/?")

@@ -2,6 +2,9 @@
 
 Every command reads the same COMPEFT_HUB_* settings as the server. Errors print one line on stderr
 and exit with status 1 (2 for invalid settings); no traceback for things a person can fix.
+Each command imports what it uses when it runs (the server's stack for these, the client's for
+those of `client_cli.py`), so `--help` and the client commands start without SQL, FAISS or torch,
+and a client-only install (no `server` extra) runs them.
 """
 
 from __future__ import annotations
@@ -9,35 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from pydantic import ValidationError
-from sqlalchemy.orm import Session
-from tqdm import tqdm
 
-from registry.accounts import (
-    MAX_TOKEN_DAYS,
-    create_token,
-    create_user,
-    expiry_after,
-    format_utc,
-    list_tokens,
-    revoke_token,
-)
-from registry.app import create_app
 from registry.client_cli import register as register_client_commands
-from registry.database import create_db_engine, create_session_factory
-from registry.embeddings import reembed as reembed_experts
-from registry.errors import RegistryError
-from registry.fsck import fsck as run_fsck
-from registry.models import ApiToken, utc_now
-from registry.schema import current_revisions, prepare_schema, upgrade_schema
-from registry.serving import uvicorn_config
-from registry.settings import Settings
-from retrieval import TaskEmbedder
-from storage import StorageError, open_blob_store
+from registry.extras import needs_extra
+from registry.wire.accounts import format_utc
+from registry.wire.limits import MAX_TOKEN_DAYS
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from registry.models import ApiToken
+    from registry.settings import Settings
 
 app = typer.Typer(
     help="compeft-hub: a registry of ComPEFT-compressed PEFT adapters. "
@@ -61,6 +49,11 @@ register_client_commands(app)
 @contextmanager
 def _reported_errors() -> Iterator[None]:
     """Turn the errors a person can fix into one line on stderr and a non-zero exit."""
+    from pydantic import ValidationError
+
+    from registry.errors import RegistryError
+    from storage.base import StorageError
+
     try:
         yield
     except ValidationError as exc:
@@ -74,6 +67,9 @@ def _reported_errors() -> Iterator[None]:
 @contextmanager
 def _session(settings: Settings) -> Iterator[Session]:
     """A session on the configured database, after the same schema check as the server."""
+    from registry.database import create_db_engine, create_session_factory
+    from registry.schema import prepare_schema
+
     engine = create_db_engine(settings.sqlalchemy_url)
     try:
         prepare_schema(engine, auto_upgrade=bool(settings.auto_upgrade))
@@ -84,6 +80,7 @@ def _session(settings: Settings) -> Iterator[Session]:
 
 
 @app.command()
+@needs_extra("server")
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: settings].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: settings].")] = None,
@@ -92,6 +89,12 @@ def serve(
 
     Against any other database the server refuses to start until `compeft-hub db upgrade` ran.
     """
+    import uvicorn
+
+    from registry.app import create_app
+    from registry.serving import uvicorn_config
+    from registry.settings import Settings
+
     with _reported_errors():
         settings = Settings()
         api = create_app(settings)
@@ -105,8 +108,13 @@ def serve(
 
 
 @db_app.command("upgrade")
+@needs_extra("server")
 def db_upgrade() -> None:
     """Apply every pending migration to the configured database (safe to run twice)."""
+    from registry.database import create_db_engine
+    from registry.schema import current_revisions, upgrade_schema
+    from registry.settings import Settings
+
     with _reported_errors():
         engine = create_db_engine(Settings().sqlalchemy_url)
         try:
@@ -117,16 +125,21 @@ def db_upgrade() -> None:
 
 
 @user_app.command("create")
+@needs_extra("server")
 def user_create(
     name: Annotated[str, typer.Argument(help="User name (the owner namespace).")],
 ) -> None:
     """Create a user and print its first read-write token (shown only this once)."""
+    from registry.accounts import create_token, create_user
+    from registry.settings import Settings
+
     with _reported_errors(), _session(Settings()) as session:
         create_user(session, name=name)
         typer.echo(create_token(session, user_name=name))
 
 
 @token_app.command("create")
+@needs_extra("server")
 def token_create(
     name: Annotated[str | None, typer.Argument(help="User name.")] = None,
     user: Annotated[str | None, typer.Option("--user", "-u", help="User name.")] = None,
@@ -156,6 +169,9 @@ def token_create(
     user_name = name or user
     if user_name is None:
         raise typer.BadParameter("give the user name: `token create NAME` or `--user NAME`")
+    from registry.accounts import create_token, expiry_after
+    from registry.settings import Settings
+
     with _reported_errors(), _session(Settings()) as session:
         token = create_token(
             session,
@@ -177,9 +193,14 @@ def _token_state(row: ApiToken, now: datetime) -> str:
 
 
 @token_app.command("list")
+@needs_extra("server")
 def token_list(name: Annotated[str, typer.Argument(help="User name.", show_default=False)]) -> None:
     """List a user's tokens, one a line (never their secrets): lookup id, read-write or
     read-only, created, revoked / expired / expires, name."""
+    from registry.accounts import list_tokens
+    from registry.models import utc_now
+    from registry.settings import Settings
+
     with _reported_errors(), _session(Settings()) as session:
         rows = list_tokens(session, user_name=name)
         now = utc_now()
@@ -192,6 +213,7 @@ def token_list(name: Annotated[str, typer.Argument(help="User name.", show_defau
 
 
 @token_app.command("revoke")
+@needs_extra("server")
 def token_revoke(
     lookup_id: Annotated[
         str,
@@ -205,12 +227,17 @@ def token_revoke(
 
     Revoking a revoked token again changes nothing.
     """
+    from registry.accounts import revoke_token
+    from registry.models import utc_now
+    from registry.settings import Settings
+
     with _reported_errors(), _session(Settings()) as session:
         row = revoke_token(session, lookup_id)
         typer.echo(f"token {row.lookup_id} of {row.user.name}: {_token_state(row, utc_now())}")
 
 
 @app.command()
+@needs_extra("server")
 def fsck(
     repair: Annotated[
         bool,
@@ -232,6 +259,10 @@ def fsck(
 
     Exits with status 1 when problems were found and not repaired.
     """
+    from registry.fsck import fsck as run_fsck
+    from registry.settings import Settings
+    from storage.factory import open_blob_store
+
     with _reported_errors():
         settings = Settings()
         with _session(settings) as session:
@@ -263,6 +294,7 @@ def fsck(
 
 
 @app.command()
+@needs_extra("server")
 def reembed() -> None:
     """Embed every live expert's latest revision with the installed embedding model.
 
@@ -270,6 +302,12 @@ def reembed() -> None:
     then, experts embedded by another model are left out of search. Commits batch by batch, so
     it can be interrupted and run again; running servers pick up each batch as it lands.
     """
+    from tqdm import tqdm
+
+    from registry.embeddings import reembed as reembed_experts
+    from registry.settings import Settings
+    from retrieval.embedder import TaskEmbedder
+
     embedder = TaskEmbedder()
     with (
         _reported_errors(),

@@ -11,16 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from registry.accounts import format_utc
-from registry.client import HubClient, HubError
 from registry.client.settings import DEFAULT_ENDPOINT
-from retrieval import MAX_QUERY_EXAMPLES
+from registry.extras import needs_extra
+from registry.wire.accounts import format_utc
+from retrieval.limits import MAX_QUERY_EXAMPLES
+
+if TYPE_CHECKING:
+    from registry.client import HubClient
 
 Endpoint = Annotated[str | None, typer.Option(
     "--endpoint", help=f"Hub URL (env COMPEFT_HUB_ENDPOINT; default {DEFAULT_ENDPOINT}).",
@@ -37,6 +40,8 @@ Alpha = Annotated[float | None, typer.Option(
 @contextmanager
 def _reported_errors() -> Iterator[None]:
     """Hub errors, bad inputs and unreadable files: one line on stderr, exit status 1."""
+    from registry.client.errors import HubError
+
     try:
         yield
     except (HubError, ValueError, OSError) as exc:
@@ -45,6 +50,9 @@ def _reported_errors() -> Iterator[None]:
 
 
 def _client(endpoint: str | None, token: str | None) -> HubClient:
+    """Imported here, when a command runs: `--help` does not load the client's dependencies."""
+    from registry.client import HubClient
+
     return HubClient(url=endpoint, token=token)
 
 
@@ -102,6 +110,7 @@ def pull(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None)
         typer.echo(client.pull(expert))
 
 
+@needs_extra("torch")
 def export(
     expert: ExpertArgument,
     out: Annotated[Path, typer.Argument(help="Folder to write (created if missing).",
@@ -145,6 +154,7 @@ def search(
     _console().print(table)
 
 
+@needs_extra("compose")
 def merge(
     experts: Annotated[list[str], typer.Argument(
         help="Experts to merge, owner/name or owner/name@REVISION (same ranks and modules).",
@@ -184,6 +194,7 @@ def _weights(text: str | None, count: int) -> list[float]:
     return values
 
 
+@needs_extra("compose")
 def compose(
     examples: Annotated[Path, typer.Option(
         help='Few-shot examples, JSON lines: {"input": "...", "output": "..."}.',

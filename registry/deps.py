@@ -20,7 +20,7 @@ from registry.ids import ExpertId
 from registry.rate_limits import RateLimiter
 from registry.search import ExpertSearch
 from registry.settings import Settings
-from retrieval import TaskEmbedder
+from retrieval.embedder import TaskEmbedder
 from storage import BlobStore
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `compeft-hub token create`.")

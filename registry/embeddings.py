@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from registry.index_log import record_changes
 from registry.models import Expert, Revision, RevisionEmbedding
-from retrieval import TaskEmbedder
+from retrieval.embedder import TaskEmbedder
 
 VECTOR_DTYPE = np.dtype("<f4")
 REEMBED_BATCH = 256

@@ -30,7 +30,7 @@ from registry.errors import (
     TooManyRequestsError,
     describe_validation_errors,
 )
-from retrieval import RetrievalError, UnknownBaseModelError
+from retrieval.errors import RetrievalError, UnknownBaseModelError
 from storage import BlobNotFoundError, StorageError
 
 logger = logging.getLogger(__name__)

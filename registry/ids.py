@@ -11,15 +11,16 @@ import re
 from dataclasses import dataclass
 
 from registry.errors import InvalidRequestError
+from registry.wire.limits import ID_PART_LENGTH
 
-_PART = re.compile(r"(?![-.])(?!.*(?:--|\.\.))[\w\-.]{1,96}(?<![-.])", re.ASCII)
+_PART = re.compile(rf"(?![-.])(?!.*(?:--|\.\.))[\w\-.]{{1,{ID_PART_LENGTH}}}(?<![-.])", re.ASCII)
 
 
 def validate_id_part(value: str, *, what: str) -> str:
     """Return `value` unchanged when it is a valid owner or name; raise InvalidRequestError."""
     if _PART.fullmatch(value) is None:
         raise InvalidRequestError(
-            f"invalid {what} {value!r}: use 1-96 letters, digits, '_', '-' or '.', "
+            f"invalid {what} {value!r}: use 1-{ID_PART_LENGTH} letters, digits, '_', '-' or '.', "
             "not starting or ending with '-' or '.', without '--' or '..'"
         )
     return value

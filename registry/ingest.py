@@ -13,20 +13,23 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from compeft_core import CompressedExpert, compress
+from compeft_core import CompressedExpert
 from compeft_core.codec import MAX_NAME_CHARS, MAX_NDIM, MAX_PARAMS_PER_BLOB_BYTE
+from compeft_core.compress import compress
 from compeft_core.errors import AdapterFormatError, BlobFormatError, CompressionInputError
 from compeft_core.peft_io import read_adapter
 from compeft_core.task_vectors import adapter_task_vector
+from registry.answers import fidelity_summary
 from registry.errors import (
     InvalidMetadataError,
     InvalidRequestError,
     describe_validation_errors,
 )
-from registry.models import BASE_MODEL_LENGTH
-from registry.schemas import FidelitySummary, Summary, UploadMetadata
 from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload
+from registry.wire.common import Summary
+from registry.wire.experts import FidelitySummary, UploadMetadata
+from registry.wire.limits import BASE_MODEL_LENGTH
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def compress_upload(
         scale=expert.scale,
         sigma=Summary(**expert.metadata["sigma"]),
         alpha=Summary(**expert.metadata["alpha"]),
-        fidelity=FidelitySummary.of(expert.fidelity.values()),
+        fidelity=fidelity_summary(expert.fidelity.values()),
         base_model=base_model,
         peft_type=adapter.peft_type,
         rank=adapter.rank,

@@ -39,12 +39,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-ID_PART_LENGTH = 96
+from registry.wire.limits import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH, TOKEN_NAME_LENGTH
+
 SHA256_HEX_LENGTH = 64
-TAG_LENGTH = 64
-BASE_MODEL_LENGTH = 512
 EMBEDDER_LENGTH = 128
-TOKEN_NAME_LENGTH = 64
 
 
 class UTCDateTime(TypeDecorator[datetime]):

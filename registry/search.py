@@ -15,29 +15,19 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
+from registry.answers import revision_detail
 from registry.catalog import live_experts_with_latest
 from registry.embeddings import decode_vector, is_current
 from registry.errors import CorruptRecordError
 from registry.ids import ExpertId
 from registry.index_log import changed_since, current_version
 from registry.models import Expert, Revision, RevisionEmbedding, RevisionTag, User
-from registry.schemas import (
-    EmbedderInfo,
-    RevisionDetail,
-    SearchRequest,
-    SearchResponse,
-    SearchResult,
-)
-from retrieval import (
-    ChangeSet,
-    ExpertIndex,
-    ExpertRecord,
-    Hit,
-    IndexConfig,
-    IndexSync,
-    TaskEmbedder,
-    UnknownBaseModelError,
-)
+from registry.wire.search import EmbedderInfo, SearchRequest, SearchResponse, SearchResult
+from retrieval.embedder import TaskEmbedder
+from retrieval.errors import UnknownBaseModelError
+from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.shard import Hit, IndexConfig
+from retrieval.sync import ChangeSet, IndexSync
 
 logger = logging.getLogger(__name__)
 LISTED_BASE_MODELS = 20
@@ -196,7 +186,7 @@ def _hydrated(session: Session, hits: Sequence[Hit]) -> list[SearchResult]:
             continue
         expert, revision = latest[hit.expert_id]
         try:
-            detail = RevisionDetail.from_row(revision)
+            detail = revision_detail(revision)
         except CorruptRecordError as exc:
             logger.warning("search leaves out expert %d: %s", hit.expert_id, exc)
             continue

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.origin import public_origin
 from registry.serving import ConnectionDeadlines
-from retrieval import IndexConfig
+from retrieval.shard import IndexConfig
 
 MiB = 1024 * 1024
 

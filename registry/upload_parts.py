@@ -18,12 +18,10 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from compeft_core.peft_io import CONFIG_NAME, PICKLE_REFUSED, WEIGHTS_NAME
+from compeft_core.formats import PICKLE_REFUSED
 from registry.errors import InvalidRequestError, PayloadTooLargeError
+from registry.wire.experts import CONFIG_PART, METADATA_PART, WEIGHTS_PART
 
-CONFIG_PART = CONFIG_NAME
-WEIGHTS_PART = WEIGHTS_NAME
-METADATA_PART = "metadata"
 EXPECTED_PARTS = (CONFIG_PART, WEIGHTS_PART, METADATA_PART)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 

@@ -23,10 +23,10 @@ from registry.ids import ExpertId
 from registry.ingest import compress_upload, parse_metadata
 from registry.models import Revision
 from registry.publish import publish_revision, refuse_doomed_upload
-from registry.schemas import RevisionCreated
 from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload, UploadLimits, receive_upload
-from retrieval import TaskEmbedder
+from registry.wire.experts import RevisionCreated
+from retrieval.embedder import TaskEmbedder
 from storage import BlobStore
 
 

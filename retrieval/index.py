@@ -21,9 +21,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from retrieval.errors import RetrievalError, UnknownBaseModelError
+from retrieval.limits import MAX_K
 from retrieval.shard import BaseModelShard, ExpertAttributes, Hit, IndexConfig
 
-MAX_K = 100
 SNAPSHOT_FORMAT = 1
 
 

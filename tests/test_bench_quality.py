@@ -24,7 +24,7 @@ from bench.quality_plots import PLOTS
 from bench.quality_report import RESULTS_FILE
 from bench.quality_summary import gain_kept, learned_tasks
 from bench.quality_tasks import SplitSizes, load_tasks
-from compeft_core import compress
+from compeft_core.compress import compress
 from compeft_core.peft_io import read_adapter_folder
 
 SUMMARY_KEYS = {"tasks", "base_acc", "uncompressed_acc", "compressed_acc",

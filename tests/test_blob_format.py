@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.synthetic import llama7b_qv_r16, smollm2_qv_r8
-from compeft_core import BlobFormatError, CompressedExpert, compress
+from compeft_core import BlobFormatError, CompressedExpert
 from compeft_core.codec import _safetensors_bytes
+from compeft_core.compress import compress
 
 DATA = Path(__file__).parent / "data"
 

@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from compeft_core import CompressedExpert, compress
+from compeft_core import CompressedExpert
+from compeft_core.compress import compress
 from registry.client import HubClient, HubError, NotFoundError, RetryPolicy
 from registry.client.errors import LimitExceededError
 from registry.client.settings import MAX_ERROR_BODY_BYTES, ClientLimits, MiB

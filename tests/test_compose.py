@@ -16,8 +16,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import compeft_core.compose
-from compeft_core import CompositionError, CompressedExpert, compress
+from compeft_core import CompositionError, CompressedExpert
 from compeft_core.compose import LoraComposer, compose
+from compeft_core.compress import compress
 from compeft_core.fewshot import FewShotLoss
 from compeft_core.lora_expert import LoraExpert
 from compeft_core.lorahub import chosen_optimizer, lorahub_search, search_alphas

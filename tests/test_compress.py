@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from compeft_core import CompressedExpert, CompressionInputError, compress
+from compeft_core import CompressedExpert, CompressionInputError
+from compeft_core.compress import compress
 from compeft_core.lora_gauge import balance
 from tests.compeft_reference import PAPER, reference_decompress
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from bench.quality_library import LIBRARIES
-from compeft_core import CompressedExpert, compress
+from compeft_core import CompressedExpert
+from compeft_core.compress import compress
 from compeft_core.lora_gauge import balance, lora_pairs
 from compeft_core.peft_io import read_adapter_folder
 from tests.compeft_reference import PAPER, reference_fidelity

@@ -40,7 +40,7 @@ def blob_seed() -> bytes:
     """A small valid blob, for the fuzzer to start mutating from."""
     import torch
 
-    from compeft_core import compress
+    from compeft_core.compress import compress
 
     generator = torch.Generator().manual_seed(0)
     tensors = {f"layers.{i}.lora_A.weight": torch.randn(4, 40, generator=generator) for i in (0, 1)}

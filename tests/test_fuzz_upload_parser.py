@@ -21,13 +21,8 @@ from hypothesis import strategies as st
 from starlette.requests import Request
 
 from registry.errors import InvalidRequestError, PayloadTooLargeError
-from registry.upload_parts import (
-    CONFIG_PART,
-    EXPECTED_PARTS,
-    METADATA_PART,
-    UploadLimits,
-    receive_upload,
-)
+from registry.upload_parts import EXPECTED_PARTS, UploadLimits, receive_upload
+from registry.wire.experts import CONFIG_PART, METADATA_PART
 from tests.fixtures.registry import Hub, auth
 
 LIMITS = UploadLimits(max_body_bytes=4096, max_config_bytes=512, max_metadata_bytes=256)

@@ -26,7 +26,8 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
-from compeft_core import BlobFormatError, CompressedExpert, compress
+from compeft_core import BlobFormatError, CompressedExpert
+from compeft_core.compress import compress
 from registry.app import create_app
 from registry.models import ApiToken, Expert, Revision, RevisionTag, User
 from tests.fixtures.faults import upload_form

@@ -11,7 +11,8 @@ from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from compeft_core import AdapterFormatError, compress
+from compeft_core import AdapterFormatError
+from compeft_core.compress import compress
 from compeft_core.export import export_adapter
 from compeft_core.peft_io import read_adapter_folder
 from compeft_core.task_vectors import adapter_task_vector, residual_task_vector

@@ -22,7 +22,8 @@ from registry.cli import app as cli
 from registry.embeddings import decode_vector
 from registry.index_log import current_version
 from registry.models import IndexChange, Revision, RevisionEmbedding
-from retrieval import MAX_K, MAX_QUERY_EXAMPLES, TaskEmbedder
+from retrieval.embedder import TaskEmbedder
+from retrieval.limits import MAX_K, MAX_QUERY_EXAMPLES
 from tests.fixtures.registry import AdapterFiles, Hub, auth, lora_adapter, open_hub
 
 # Generous: each app checks the counter before every search, so convergence is immediate.

@@ -8,7 +8,7 @@ top-3 0.967. The floors sit a little below, so only a real regression fails.
 import pytest
 
 from bench.retrieval_tasks import evaluate, load_real_tasks
-from retrieval import TaskEmbedder
+from retrieval.embedder import TaskEmbedder
 
 FLOORS = {1: (0.74, 0.89), 5: (0.88, 0.93)}  # examples per query -> (top-1, top-3)
 

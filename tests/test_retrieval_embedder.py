@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from retrieval import MAX_QUERY_EXAMPLES, MAX_QUERY_TEXT_CHARS, RetrievalError, TaskEmbedder
+from retrieval.embedder import TaskEmbedder
+from retrieval.errors import RetrievalError
+from retrieval.limits import MAX_QUERY_EXAMPLES, MAX_QUERY_TEXT_CHARS
 
 SUMMARISATION = (
     "Summarise news articles in two or three sentences.",

@@ -5,14 +5,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from retrieval import (
-    MAX_K,
-    ExpertIndex,
-    ExpertRecord,
-    IndexConfig,
-    RetrievalError,
-    UnknownBaseModelError,
-)
+from retrieval.errors import RetrievalError, UnknownBaseModelError
+from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.limits import MAX_K
+from retrieval.shard import IndexConfig
 
 DIM = 32
 BASE = "base-a"

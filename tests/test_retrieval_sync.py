@@ -5,7 +5,9 @@ import threading
 import numpy as np
 import pytest
 
-from retrieval import ChangeSet, ExpertIndex, ExpertRecord, IndexSync, RetrievalError
+from retrieval.errors import RetrievalError
+from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.sync import ChangeSet, IndexSync
 
 DIM = 8
 BASE = "base-a"

@@ -8,7 +8,8 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from compeft_core import CompressedExpert, compress
+from compeft_core import CompressedExpert
+from compeft_core.compress import compress
 from compeft_core.export import export_adapter
 from compeft_core.peft_io import read_adapter_folder
 from compeft_core.task_vectors import adapter_task_vector

@@ -6,7 +6,12 @@
 - `refs.py`: `owner/name[@revision]`; `settings.py`: the COMPEFT_HUB_* client variables.
 - `composition.py`: retrieve, decompress and compose experts on a local base model (imports
   peft and transformers, so it is not imported here).
+
+`HubClient` and `RetryPolicy` are imported on first use (PEP 562): the CLI's `--help` and its
+error handling load only this package's errors and settings, not the decoder (numba) or tenacity.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from registry.client.errors import (
     AuthError,
@@ -21,10 +26,12 @@ from registry.client.errors import (
     RateLimitedError,
     ServerUnavailableError,
 )
-from registry.client.http import RetryPolicy
-from registry.client.hub import HubClient
 from registry.client.refs import ExpertRef
 from registry.client.settings import ClientLimits
+
+if TYPE_CHECKING:
+    from registry.client.http import RetryPolicy
+    from registry.client.hub import HubClient
 
 __all__ = [
     "AuthError",
@@ -43,3 +50,16 @@ __all__ = [
     "RetryPolicy",
     "ServerUnavailableError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`HubClient` and `RetryPolicy`, imported when first asked for."""
+    if name == "HubClient":
+        from registry.client.hub import HubClient
+
+        return HubClient
+    if name == "RetryPolicy":
+        from registry.client.http import RetryPolicy
+
+        return RetryPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

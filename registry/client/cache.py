@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from registry.client.errors import HubError
 from registry.client.refs import ExpertRef
-from registry.schemas import RevisionDetail
+from registry.wire.experts import RevisionDetail
 
 logger = logging.getLogger(__name__)
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)

@@ -1,7 +1,9 @@
 """`HubClient`: upload, find, download and decompress experts of a compeft-hub registry.
 
-Answers are parsed into the server's own pydantic models (registry/schemas.py,
-registry/account_schemas.py), so client and server cannot disagree silently about a field.
+Answers are parsed into the wire models the server answers with (`registry.wire`), so client and
+server cannot disagree silently about a field. The client needs neither torch nor the server's
+stack: `load` and `export_peft` import torch when called (the `torch` extra), and
+`load_expert(...).decompress_numpy()` decodes with numpy alone.
 Downloads go through the verified cache (cache.py, transfer.py); a revision is always resolved to
 its number and blob sha256 first, so the bytes fetched are those of one immutable revision even
 while `latest` moves.
@@ -13,19 +15,16 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
-import torch
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
-from compeft_core import AdapterFormatError, CompressedExpert
-from compeft_core.export import export_adapter
-from compeft_core.peft_io import CONFIG_NAME, PICKLE_NAME, PICKLE_REFUSED, WEIGHTS_NAME
-from compeft_core.task_vectors import adapter_from_task_vector
-from registry.account_schemas import TokenCreated, TokenInfo, TokenList, TokenRequest, Whoami
+from compeft_core import AdapterFormatError
+from compeft_core.expert import CompressedExpert
+from compeft_core.formats import CONFIG_NAME, PICKLE_NAME, PICKLE_REFUSED, WEIGHTS_NAME
 from registry.client.cache import BlobCache
 from registry.client.errors import BadRequestError, HubError, LimitExceededError, NotCachedError
 from registry.client.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HubHttp, RetryPolicy
@@ -33,16 +32,21 @@ from registry.client.refs import ExpertRef
 from registry.client.settings import ClientLimits, ClientSettings
 from registry.client.transfer import download_blob
 from registry.errors import describe_validation_errors
-from registry.schemas import (
+from registry.wire.accounts import TokenCreated, TokenInfo, TokenList, TokenRequest, Whoami
+from registry.wire.experts import (
+    CONFIG_PART,
+    METADATA_PART,
+    WEIGHTS_PART,
     ExpertPage,
     RevisionCreated,
     RevisionDetail,
-    SearchRequest,
-    SearchResponse,
-    SearchResult,
     UploadMetadata,
 )
-from registry.upload_parts import CONFIG_PART, METADATA_PART, WEIGHTS_PART
+from registry.wire.search import SearchRequest, SearchResponse, SearchResult
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 API = "/api/v1"
 Model = TypeVar("Model", bound=BaseModel)
@@ -64,6 +68,17 @@ def _request_body(model: type[Model], what: str, **fields: Any) -> Model:
         return model(**fields)
     except ValidationError as exc:
         raise BadRequestError(describe_validation_errors(exc.errors(), what=what)) from exc
+
+
+def _torch_float32() -> torch.dtype:
+    """torch's float32, or an error that says how to install torch (an optional extra)."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("decompressing to torch tensors needs torch: pip install "
+                          "'compeft-hub[torch]' (or decode with load_expert(...)"
+                          ".decompress_numpy())") from exc
+    return torch.float32
 
 
 def _expert_path(ref: ExpertRef) -> str:
@@ -272,7 +287,7 @@ class HubClient:
                                  sha256=revision.blob_sha256, size=revision.blob_bytes,
                                  progress=progress)
 
-    def fetch(self, expert: str, *, dtype: torch.dtype | None = None
+    def fetch(self, expert: str, *, dtype: torch.dtype | np.dtype | None = None
               ) -> tuple[RevisionDetail, CompressedExpert]:
         """A revision and its compressed expert, resolved once (so `latest` cannot move between
         the two); the bytes parsed are bytes whose sha256 matched.
@@ -294,7 +309,7 @@ class HubClient:
         return revision, compressed
 
     def _check_decompressed_size(self, revision: RevisionDetail, params: int,
-                                 dtype: torch.dtype) -> None:
+                                 dtype: torch.dtype | np.dtype) -> None:
         needed, limit = params * dtype.itemsize, self.limits.max_decompressed_bytes
         if needed > limit:
             raise LimitExceededError(
@@ -308,19 +323,27 @@ class HubClient:
         return self.fetch(expert)[1]
 
     def load(self, expert: str, alpha: float | None = None,
-             dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """The decompressed adapter state dict, keys as peft saves them.
+             dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The decompressed adapter state dict (float32 unless `dtype` says otherwise), keys as
+        peft saves them. Needs torch.
 
         A tensor decodes to alpha * sigma * sign on its kept entries; `alpha=None` uses the
         default alpha stored per tensor at upload.
         """
+        dtype = dtype if dtype is not None else _torch_float32()
+        from compeft_core.task_vectors import adapter_from_task_vector
+
         revision, compressed = self.fetch(expert, dtype=dtype)
         return adapter_from_task_vector(revision.peft_type,
                                         compressed.decompress(alpha=alpha, dtype=dtype))
 
     def export_peft(self, expert: str, path: str | Path, alpha: float | None = None,
-                    dtype: torch.dtype = torch.float32) -> Path:
-        """Write the decompressed adapter as a folder `peft.PeftModel.from_pretrained` loads."""
+                    dtype: torch.dtype | None = None) -> Path:
+        """Write the decompressed adapter (float32 unless `dtype` says otherwise) as a folder
+        `peft.PeftModel.from_pretrained` loads. Needs torch."""
+        dtype = dtype if dtype is not None else _torch_float32()
+        from compeft_core.export import export_adapter
+
         revision, compressed = self.fetch(expert, dtype=dtype)
         return export_adapter(compressed, revision.adapter_config, Path(path), alpha=alpha,
                               dtype=dtype)

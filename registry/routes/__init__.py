@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends
 
 from registry.deps import count_request_of_address
 from registry.routes import account, experts, health, revisions, search
-from registry.schemas import ErrorBody
+from registry.wire.common import ErrorBody
 
 # Invalid requests are answered `{"detail": "<message>"}` like every error (registry.http_errors),
 # not with FastAPI's default list of validation errors: say so in the spec.

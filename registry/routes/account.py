@@ -5,9 +5,9 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from registry import accounts
-from registry.account_schemas import TokenCreated, TokenInfo, TokenList, TokenRequest, Whoami
 from registry.deps import CallerDep, SessionDep, WriterDep
-from registry.schemas import ErrorBody
+from registry.wire.accounts import TokenCreated, TokenInfo, TokenList, TokenRequest, Whoami
+from registry.wire.common import ErrorBody
 
 router = APIRouter(tags=["account"])
 

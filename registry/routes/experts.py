@@ -5,8 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from registry import catalog
+from registry.answers import expert_detail, expert_summary
 from registry.deps import ExpertIdDep, ListenersDep, SessionDep, WriterDep
-from registry.schemas import ErrorBody, ExpertDetail, ExpertPage, ExpertSummary
+from registry.wire.common import ErrorBody
+from registry.wire.experts import ExpertDetail, ExpertPage
 
 router = APIRouter(prefix="/experts", tags=["experts"])
 MAX_PAGE = 100
@@ -25,14 +27,14 @@ def list_experts(
     """Live experts, oldest first; filters apply to each expert's latest revision."""
     filters = catalog.ExpertFilter(owner=owner, base_model=base_model, peft_type=peft_type, tag=tag)
     rows, total = catalog.list_experts(session, filters, limit=limit, offset=offset)
-    items = [ExpertSummary.from_rows(expert, latest) for expert, latest in rows]
+    items = [expert_summary(expert, latest) for expert, latest in rows]
     return ExpertPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{owner}/{name}", responses={404: {"model": ErrorBody}})
 def get_expert(session: SessionDep, expert_id: ExpertIdDep) -> ExpertDetail:
     """An expert with every revision."""
-    return ExpertDetail.from_rows(*catalog.get_expert(session, expert_id))
+    return expert_detail(*catalog.get_expert(session, expert_id))
 
 
 @router.delete(

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response, status
 
 from registry import catalog, downloads, uploads
+from registry.answers import revision_detail
 from registry.deps import (
     EmbedderDep,
     ExpertIdDep,
@@ -14,8 +15,15 @@ from registry.deps import (
     StoreDep,
     WriterDep,
 )
-from registry.schemas import ErrorBody, RevisionCreated, RevisionDetail, UploadMetadata
-from registry.upload_parts import CONFIG_PART, METADATA_PART, WEIGHTS_PART
+from registry.wire.common import ErrorBody
+from registry.wire.experts import (
+    CONFIG_PART,
+    METADATA_PART,
+    WEIGHTS_PART,
+    RevisionCreated,
+    RevisionDetail,
+    UploadMetadata,
+)
 
 router = APIRouter(prefix="/experts/{owner}/{name}/revisions", tags=["revisions"])
 
@@ -70,7 +78,7 @@ async def upload_revision(
 @router.get("/{revision}", responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
 def get_revision(session: SessionDep, expert_id: ExpertIdDep, revision: str) -> RevisionDetail:
     """One revision (a number or `latest`)."""
-    return RevisionDetail.from_row(catalog.get_revision(session, expert_id, revision))
+    return revision_detail(catalog.get_revision(session, expert_id, revision))
 
 
 _BLOB_PATH = "/{revision}/blob"

@@ -3,7 +3,8 @@
 from fastapi import APIRouter
 
 from registry.deps import SearchDep, SessionDep
-from registry.schemas import ErrorBody, SearchRequest, SearchResponse
+from registry.wire.common import ErrorBody
+from registry.wire.search import SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 

@@ -18,15 +18,16 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from registry import catalog
+from registry.answers import expert_detail, revision_detail
 from registry.deps import ExpertIdDep, SearchDep, SessionDep, count_request_of_address
 from registry.errors import NotFoundError
 from registry.http_errors import error_answer
 from registry.ids import ExpertId
-from registry.models import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH
 from registry.routes.experts import MAX_PAGE
-from registry.schemas import ExpertDetail, RevisionDetail, SearchRequest
 from registry.web.rendering import MAPPED_FAILURES, ExpertGone, HTMLErrorRoute, render
-from retrieval import MAX_K
+from registry.wire.limits import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH
+from registry.wire.search import SearchRequest
+from retrieval.limits import MAX_K
 
 router = APIRouter(
     route_class=HTMLErrorRoute,
@@ -110,7 +111,7 @@ def expert_list(
     context = {
         "choices": catalog.filter_choices(session),
         "filters": filters,
-        "revisions": [RevisionDetail.from_row(latest) for _, latest in rows],
+        "revisions": [revision_detail(latest) for _, latest in rows],
         "total": total,
         "page": page,
         "pages": max(1, ceil(total / per_page)),
@@ -126,8 +127,8 @@ def expert_page(request: Request, session: SessionDep, expert_id: ExpertIdDep) -
     with _explaining_deletion(session, expert_id):
         expert, latest = catalog.get_expert(session, expert_id)
     context = {
-        "expert": ExpertDetail.from_rows(expert, latest),
-        "revision": RevisionDetail.from_row(latest),
+        "expert": expert_detail(expert, latest),
+        "revision": revision_detail(latest),
         "hub_url": _hub_url(request),
     }
     return render(request, "expert.html", context)
@@ -141,7 +142,7 @@ def revision_page(
     with _explaining_deletion(session, expert_id):
         row = catalog.get_revision(session, expert_id, revision)
     context = {
-        "revision": RevisionDetail.from_row(row),
+        "revision": revision_detail(row),
         "revision_count": row.expert.latest_revision,
         # a name re-created after deletion numbers on from the old expert's revisions
         "first_revision": row.expert.revisions_before + 1,

@@ -1,4 +1,4 @@
-"""Pydantic models of the account endpoints: who am I, my tokens, a new token.
+"""The account endpoints on the wire: who am I, my tokens, a new token.
 
 `TokenInfo` is built from an `ApiToken` row with `model_validate(row)`: the row's own field names
 go on the wire, and the salt and secret hash have no field to leak through.
@@ -6,11 +6,16 @@ go on the wire, and the salt and secret hash have no field to leak through.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.accounts import MAX_TOKEN_DAYS, TOKEN_NAME_PATTERN
+from registry.wire.limits import MAX_TOKEN_DAYS, TOKEN_NAME_PATTERN
+
+
+def format_utc(moment: datetime) -> str:
+    """A token's times as messages and the CLI show them, to the minute."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 class TokenInfo(BaseModel):

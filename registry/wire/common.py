@@ -1,0 +1,60 @@
+"""Field types and small models that several wire types share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from statistics import fmean
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from registry.wire.limits import TAG_LENGTH
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+# Every float the API answers: JSON has no infinity or NaN (pydantic would write `null`, which
+# breaks the schema and every client), so a row holding one is refused when converted.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _without_control_characters(text: str) -> str:
+    """Text may hold tabs and newlines, never NUL or other controls (PostgreSQL refuses NUL)."""
+    if _CONTROL_CHARACTERS.search(text):
+        raise ValueError("control characters are not allowed")
+    return text
+
+
+Tag = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=rf"^[\w\-.:]{{1,{TAG_LENGTH}}}$")
+]
+SampleInput = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=4000),
+    AfterValidator(_without_control_characters),
+]
+TaskDescription = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=8000),
+    AfterValidator(_without_control_characters),
+]
+
+
+class Summary(BaseModel):
+    """min / mean / max of a per-tensor quantity."""
+
+    min: FiniteFloat
+    mean: FiniteFloat
+    max: FiniteFloat
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Summary:
+        """The summary of a non-empty collection of values."""
+        ordered = sorted(values)
+        return cls(min=ordered[0], mean=fmean(ordered), max=ordered[-1])
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a message a person can act on."""
+
+    detail: str

@@ -1,0 +1,167 @@
+"""Experts and their revisions on the wire: what an upload sends and what reads answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from compeft_core.formats import CONFIG_NAME, FLOAT32_MAX, WEIGHTS_NAME
+from registry.wire.common import FiniteFloat, SampleInput, Summary, Tag, TaskDescription
+from registry.wire.limits import SQL_INTEGER_MAX
+
+# The multipart upload's parts: the PEFT folder's two files under their own names, and the JSON
+# UploadMetadata.
+CONFIG_PART = CONFIG_NAME
+WEIGHTS_PART = WEIGHTS_NAME
+METADATA_PART = "metadata"
+
+
+class UploadMetadata(BaseModel):
+    """The JSON `metadata` part of an upload. Unknown keys are refused, to catch typos."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_description: TaskDescription = Field(
+        description="What the expert does, in words; used for search."
+    )
+    sample_inputs: list[SampleInput] = Field(default_factory=list, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    density: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of entries kept; server default if unset.",
+    )
+    scope: Literal["tensor", "global"] | None = Field(
+        default=None, description="Top-k and sigma per tensor or over all tensors."
+    )
+    factorisation: Literal["as-trained", "balanced"] | None = Field(
+        default=None,
+        description="LoRA pairs compressed as uploaded, or re-factored as B = U√S, A = √S Vᵀ "
+        "first (same product); server default if unset.",
+    )
+    scale: Literal["entry", "unbiased"] | None = Field(
+        default=None,
+        description="Default alphas: the paper's per-tensor L2-optimal one, or per LoRA module "
+        "the product scale unbiased along the update; server default if unset. Ignored when "
+        "alpha is given.",
+    )
+    alpha: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=FLOAT32_MAX,
+        allow_inf_nan=False,
+        description="Default alpha stored in the blob (a positive float32); unset: the L2-optimal "
+        "one.",
+    )
+    parent_revision: int | None = Field(
+        default=None,
+        ge=0,
+        le=SQL_INTEGER_MAX,
+        description="Refuse (409) unless this is the expert's latest revision (0: a new expert).",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: list[str]) -> list[str]:
+        return sorted(set(tags))
+
+
+class FidelitySummary(BaseModel):
+    """How close the compressed update is to the uploaded one, over its modules (the product B·A
+    of each LoRA module; each other tensor itself): `compeft_core.fidelity`, summarised."""
+
+    relative_error: Summary = Field(description="‖ΔW − ΔŴ‖ / ‖ΔW‖ per module.")
+    cosine: Summary = Field(description="cos(ΔW, ΔŴ) per module: 1 is the same direction.")
+
+
+class RevisionCreated(BaseModel):
+    """Answer to a successful upload (201)."""
+
+    id: str
+    revision: int
+    blob_sha256: str
+    original_bytes: int = Field(description="Size of the uploaded adapter_model.safetensors.")
+    blob_bytes: int
+    compression_ratio: FiniteFloat
+    bits_per_param: FiniteFloat
+    num_params: int
+    density: FiniteFloat
+    scope: str
+    factorisation: str = Field(
+        default="as-trained", description="How LoRA pairs were factored before compression."
+    )
+    scale: str = Field(default="entry", description="How the default alphas were chosen.")
+    fidelity: FidelitySummary | None = Field(default=None, description="Measured while compressing.")
+
+
+class RevisionSummary(BaseModel):
+    """A revision as listed: enough to pick one."""
+
+    revision: int
+    created_at: datetime
+    base_model: str | None
+    peft_type: str
+    task_description: str
+    tags: list[str]
+    blob_sha256: str
+    blob_bytes: int
+    density: FiniteFloat
+    scope: str
+
+
+class RevisionDetail(RevisionSummary):
+    """Everything recorded about a revision."""
+
+    id: str
+    original_bytes: int
+    original_dtype: str
+    num_params: int
+    compression_ratio: FiniteFloat
+    bits_per_param: FiniteFloat
+    sigma: Summary
+    default_alpha: Summary
+    # Defaults: what a hub from before these fields were recorded compressed with.
+    factorisation: str = Field(
+        default="as-trained", description="How LoRA pairs were factored before compression."
+    )
+    scale: str = Field(
+        default="entry", description="How the default alphas were chosen (fixed: given at upload)."
+    )
+    fidelity: FidelitySummary | None = Field(
+        default=None, description="Measured at upload; null for revisions uploaded before it was."
+    )
+    rank: int | None
+    lora_alpha: FiniteFloat | None
+    target_modules: list[str]
+    adapter_config: dict[str, Any]
+    sample_inputs: list[str]
+    blob_missing: bool = Field(description="Set by `compeft-hub fsck --repair`: the blob is lost.")
+
+
+class ExpertSummary(BaseModel):
+    """An expert as listed, with its latest revision."""
+
+    id: str
+    owner: str
+    name: str
+    created_at: datetime
+    revision_count: int
+    latest: RevisionSummary
+
+
+class ExpertDetail(ExpertSummary):
+    """An expert with all its revisions, oldest first."""
+
+    revisions: list[RevisionSummary]
+
+
+class ExpertPage(BaseModel):
+    """One page of a listing; `total` counts every match, not just this page."""
+
+    items: list[ExpertSummary]
+    total: int
+    limit: int
+    offset: int

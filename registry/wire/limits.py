@@ -1,0 +1,13 @@
+"""Lengths and bounds of what the API accepts, declared once: the wire types check them before a
+request is sent or served, and the SQL columns (`registry.models`) are sized by them."""
+
+ID_PART_LENGTH = 96  # owner or expert name (registry.ids has the rules)
+TAG_LENGTH = 64
+BASE_MODEL_LENGTH = 512
+TOKEN_NAME_LENGTH = 64
+SQL_INTEGER_MAX = 2**31 - 1  # SQL INTEGER columns are 32-bit on PostgreSQL
+MAX_TOKEN_DAYS = 3650
+TOKEN_NAME_PATTERN = rf"[A-Za-z0-9_ .:@-]{{1,{TOKEN_NAME_LENGTH}}}"
+# The embedding model reads about 1,000 characters (256 word pieces); longer text is cut unseen.
+MAX_QUERY_CHARS = 2000
+MAX_EXCLUDED = 1000

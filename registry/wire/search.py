@@ -1,0 +1,68 @@
+"""A search on the wire: the task in words and/or a few inputs, and the experts found."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from registry.wire.common import FiniteFloat, Tag
+from registry.wire.experts import RevisionDetail
+from registry.wire.limits import BASE_MODEL_LENGTH, MAX_EXCLUDED, MAX_QUERY_CHARS
+from retrieval.limits import MAX_K, MAX_QUERY_EXAMPLES
+
+QueryText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
+]
+
+
+class SearchRequest(BaseModel):
+    """A task in words and/or a few of its inputs; the experts of one base model that fit it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: QueryText | None = Field(default=None, description="The task in words.")
+    examples: list[QueryText] = Field(
+        default_factory=list, max_length=MAX_QUERY_EXAMPLES, description="Inputs of the task."
+    )
+    base_model: str = Field(
+        min_length=1, max_length=BASE_MODEL_LENGTH, description="As the adapters' configs name it."
+    )
+    peft_type: Annotated[str, StringConstraints(to_upper=True, max_length=32)] | None = Field(
+        default=None, examples=["LORA", "IA3"]
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=32, description="All must match.")
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many experts at most.")
+    exclude: list[str] = Field(
+        default_factory=list, max_length=MAX_EXCLUDED, description="`owner/name`s to leave out."
+    )
+
+    @model_validator(mode="after")
+    def _has_something_to_search(self) -> SearchRequest:
+        if self.query is None and not self.examples:
+            raise ValueError("give a query, at least one example, or both")
+        return self
+
+
+class EmbedderInfo(BaseModel):
+    """The model that embedded the query and the experts (scores compare only within one)."""
+
+    name: str
+    version: str
+    dim: int
+
+
+class SearchResult(BaseModel):
+    """One expert found, with its latest revision as `GET .../revisions/latest` shows it."""
+
+    id: str
+    score: FiniteFloat = Field(description="Cosine similarity of the query and the expert's task.")
+    rank: int = Field(description="1 for the best match.")
+    revision: RevisionDetail
+
+
+class SearchResponse(BaseModel):
+    """The best experts first."""
+
+    results: list[SearchResult]
+    embedder: EmbedderInfo
