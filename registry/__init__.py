@@ -9,7 +9,7 @@ Where things live:
 - Upload path: `upload_parts.py` (stream the multipart body to files, with limits) -> `ingest.py`
   (validate and compress with compeft_core) -> `embeddings.py` (the task vector) -> `publish.py`
   (claim the blob with `blob_claims.py`, put it, then commit the row, its vector and an index
-  change) -> `events.py` (tell listeners); `uploads.py` strings them together.
+  change); `uploads.py` strings them together.
 - Reads: `catalog.py` (list, show, soft delete), `downloads.py` (ETag, Range), `search.py` (each
   process's index of task vectors, kept current by the counter and change log of `index_log.py`).
 - Wire types: `wire/` (pydantic only: what the client and the server exchange, and the limits

@@ -8,7 +8,7 @@ The search index is built from SQL when the app starts serving (its lifespan), n
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from registry.body_limit import BodyLimit
 from registry.database import create_db_engine, create_session_factory
-from registry.events import RegistryListener
 from registry.http_errors import install_error_handlers
 from registry.origin import FixedOrigin
 from registry.rate_limits import RateLimiter
@@ -38,13 +37,8 @@ def is_upload(method: str, path: str) -> bool:
     return method == "POST" and _UPLOAD_PATH.fullmatch(path) is not None
 
 
-def create_app(
-    settings: Settings | None = None, *, listeners: Sequence[RegistryListener] = ()
-) -> FastAPI:
-    """A ready app; raises SchemaOutOfDateError (with the command to run) or a settings error.
-
-    `listeners` are told about every committed revision and deleted expert (search indexing).
-    """
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A ready app; raises SchemaOutOfDateError (with the command to run) or a settings error."""
     settings = settings or Settings()
     engine = create_db_engine(settings.sqlalchemy_url)
     try:
@@ -78,7 +72,6 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.blob_store = blob_store
     app.state.search = search
-    app.state.listeners = tuple(listeners)
     app.state.write_limiter = RateLimiter(settings.writes_per_minute, settings.write_burst)
     app.state.address_limiter = RateLimiter(
         settings.requests_per_minute, settings.request_burst, what="requests from your address"

@@ -6,7 +6,6 @@ the expert never existed. Only `deletion_time` looks at them, so a web page can 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,7 +14,6 @@ from sqlalchemy.orm import Session, contains_eager
 
 from registry.accounts import Caller, authorize_write
 from registry.errors import InvalidRequestError, NotFoundError
-from registry.events import ExpertDeleted, RegistryListener, notify
 from registry.ids import ExpertId
 from registry.index_log import record_changes
 from registry.models import Expert, Revision, RevisionTag, User, utc_now
@@ -110,7 +108,6 @@ def delete_expert(
     expert_id: ExpertId,
     *,
     caller: Caller,
-    listeners: Sequence[RegistryListener],
 ) -> None:
     """Soft-delete: rows and blobs stay (revisions are immutable), reads answer 404 from now on."""
     authorize_write(caller, expert_id.owner)
@@ -118,7 +115,6 @@ def delete_expert(
     expert.deleted_at = utc_now()
     record_changes(session, [expert.id])
     session.commit()
-    notify(listeners, ExpertDeleted(owner=expert_id.owner, name=expert_id.name))
 
 
 @dataclass(frozen=True)

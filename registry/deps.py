@@ -6,7 +6,7 @@ the Settings they pass in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from registry.accounts import Caller, authenticate
 from registry.errors import AuthenticationError
-from registry.events import RegistryListener
 from registry.ids import ExpertId
 from registry.rate_limits import RateLimiter
 from registry.search import ExpertSearch
@@ -42,11 +41,6 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_listeners(request: Request) -> Sequence[RegistryListener]:
-    listeners: Sequence[RegistryListener] = request.app.state.listeners
-    return listeners
-
-
 def get_search(request: Request) -> ExpertSearch:
     search: ExpertSearch = request.app.state.search
     return search
@@ -59,7 +53,6 @@ def get_embedder(request: Request) -> TaskEmbedder:
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ListenersDep = Annotated[Sequence[RegistryListener], Depends(get_listeners)]
 SearchDep = Annotated[ExpertSearch, Depends(get_search)]
 EmbedderDep = Annotated[TaskEmbedder, Depends(get_embedder)]
 

@@ -52,7 +52,6 @@ class ExpertSearch:
             ExpertIndex(embedder.dim, config),
             self._load_changes,
             self._load_all,
-            embedder_id=f"{embedder.name} {embedder.version}",
         )
 
     @property

@@ -8,7 +8,6 @@ the thread pool, so one large upload does not stall the event loop for other req
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +17,8 @@ from starlette.requests import Request
 
 from registry.accounts import Caller, authorize_write
 from registry.embeddings import embed_tasks
-from registry.events import RegistryListener, RevisionCommitted, notify
 from registry.ids import ExpertId
 from registry.ingest import compress_upload, parse_metadata
-from registry.models import Revision
 from registry.publish import publish_revision, refuse_doomed_upload
 from registry.settings import Settings
 from registry.upload_parts import ReceivedUpload, UploadLimits, receive_upload
@@ -37,7 +34,6 @@ class UploadServices:
     session: Session
     store: BlobStore
     settings: Settings
-    listeners: Sequence[RegistryListener]
     embedder: TaskEmbedder
 
 
@@ -78,7 +74,6 @@ def _compress_and_publish(
         upload=upload,
         embedding=embedding,
     )
-    notify(services.listeners, _committed_event(expert_id, revision))
     return RevisionCreated(
         id=str(expert_id),
         revision=revision.number,
@@ -95,15 +90,3 @@ def _compress_and_publish(
         fidelity=upload.fidelity,
     )
 
-
-def _committed_event(expert_id: ExpertId, revision: Revision) -> RevisionCommitted:
-    return RevisionCommitted(
-        owner=expert_id.owner,
-        name=expert_id.name,
-        revision=revision.number,
-        base_model=revision.base_model,
-        peft_type=revision.peft_type,
-        task_description=revision.task_description,
-        sample_inputs=tuple(revision.sample_inputs),
-        tags=tuple(revision.tag_names),
-    )

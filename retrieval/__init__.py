@@ -5,5 +5,6 @@ Import from the modules (nothing is loaded here, so `limits` stays light):
 - `limits.py`: bounds on a search (no dependencies);
 - `embedder.py`: `TaskEmbedder`, the sentence-transformers model shipped in a PyPI package;
 - `index.py` / `shard.py`: `ExpertIndex`, one FAISS shard per base model;
-- `sync.py`: snapshots of an index; `errors.py`: `RetrievalError` and its kinds.
+- `sync.py`: `IndexSync` keeps an index in step with the registry's change log;
+- `errors.py`: `RetrievalError` and its kinds.
 """

@@ -8,14 +8,10 @@ The index is a cache of the registry's SQL rows; `retrieval.sync` keeps it in st
 
 from __future__ import annotations
 
-import json
-import os
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -23,8 +19,6 @@ from numpy.typing import ArrayLike
 from retrieval.errors import RetrievalError, UnknownBaseModelError
 from retrieval.limits import MAX_K
 from retrieval.shard import BaseModelShard, ExpertAttributes, Hit, IndexConfig
-
-SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -153,63 +147,6 @@ class ExpertIndex:
         with self._lock:
             shard = self._shard(base_model)
             return shard.search(query, int(k), peft_type, frozenset(tags), frozenset(exclude))
-
-    def save(self, path: Path, metadata: Mapping[str, Any] | None = None) -> None:
-        """Write a snapshot: one `.npz` (FAISS index bytes + JSON attributes, no pickle).
-
-        The file is replaced atomically, so a crash mid-write leaves the previous snapshot.
-        `metadata` (JSON-serialisable) comes back from `load`.
-        """
-        with self._lock:
-            exported = sorted((name, shard.export()) for name, shard in self._shards.items())
-        arrays: dict[str, np.ndarray] = {}
-        shard_headers = []
-        for position, (base_model, (index_bytes, slot_ids, experts)) in enumerate(exported):
-            arrays[f"index_{position}"] = index_bytes
-            arrays[f"slots_{position}"] = slot_ids
-            shard_headers.append({"base_model": base_model, "experts": experts})
-        header = {
-            "format": SNAPSHOT_FORMAT,
-            "dim": self._dim,
-            "metadata": dict(metadata or {}),
-            "shards": shard_headers,
-        }
-        arrays["header"] = np.array(json.dumps(header))
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(partial, path)
-
-    @classmethod
-    def load(
-        cls, path: Path, config: IndexConfig | None = None
-    ) -> tuple[ExpertIndex, dict[str, Any]]:
-        """Read a snapshot written by `save` and return the index and its metadata.
-
-        Snapshots are trusted local files (FAISS deserialisation is not hardened against hostile
-        input); an unknown format or inconsistent content raises RetrievalError.
-        """
-        with np.load(path, allow_pickle=False) as arrays:
-            header = json.loads(str(arrays["header"]))
-            if header.get("format") != SNAPSHOT_FORMAT:
-                raise RetrievalError(
-                    f"{path}: snapshot format {header.get('format')!r}, expected {SNAPSHOT_FORMAT}"
-                )
-            index = cls(int(header["dim"]), config)
-            for position, shard_header in enumerate(header["shards"]):
-                base_model = shard_header["base_model"]
-                index._shards[base_model] = BaseModelShard.restore(
-                    index._dim,
-                    index._config,
-                    arrays[f"index_{position}"],
-                    arrays[f"slots_{position}"],
-                    shard_header["experts"],
-                )
-                index._base_model_of.update(
-                    (int(expert_id), base_model) for expert_id, *_ in shard_header["experts"]
-                )
-        return index, header["metadata"]
 
     def _shard(self, base_model: str) -> BaseModelShard:
         shard = self._shards.get(base_model)

@@ -18,8 +18,6 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 
-from retrieval.errors import RetrievalError
-
 EXACT = "exact"
 HNSW = "hnsw"
 
@@ -133,41 +131,6 @@ class BaseModelShard:
         else:
             allowed = None
         return self._index_search(query, k, allowed)
-
-    def export(self) -> tuple[np.ndarray, np.ndarray, list[list[object]]]:
-        """FAISS index bytes, slot -> id array and `[id, peft_type, tags]` rows, for a snapshot."""
-        experts = [
-            [expert_id, attributes.peft_type, sorted(attributes.tags)]
-            for expert_id, attributes in self._attributes.items()
-        ]
-        slot_ids = self._slot_ids[: self._index.ntotal].copy()
-        return faiss.serialize_index(self._index), slot_ids, experts
-
-    @classmethod
-    def restore(
-        cls,
-        dim: int,
-        config: IndexConfig,
-        index_bytes: np.ndarray,
-        slot_ids: np.ndarray,
-        experts: Iterable[Sequence[object]],
-    ) -> BaseModelShard:
-        """The inverse of `export`; raises RetrievalError when the parts do not fit together."""
-        shard = cls(dim, config)
-        shard._index = faiss.deserialize_index(index_bytes)
-        if shard._index.d != dim or shard._index.ntotal != len(slot_ids):
-            raise RetrievalError("snapshot shard: index and slot table disagree")
-        shard._slot_ids = np.array(slot_ids, dtype=np.int64)
-        slot_of = {int(shard._slot_ids[slot]): int(slot) for slot in np.flatnonzero(slot_ids >= 0)}
-        for expert_id, peft_type, tags in experts:
-            slot = slot_of.pop(int(expert_id), None)
-            if slot is None:
-                raise RetrievalError(f"snapshot shard: expert {expert_id} has no live slot")
-            attributes = ExpertAttributes(str(peft_type), frozenset(map(str, tags)))
-            shard._index_attributes(int(expert_id), slot, attributes)
-        if slot_of:
-            raise RetrievalError("snapshot shard: live slots without attributes")
-        return shard
 
     def _index_attributes(self, expert_id: int, slot: int, attributes: ExpertAttributes) -> None:
         self._slot_of[expert_id] = slot

@@ -11,11 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from retrieval.errors import RetrievalError
 from retrieval.index import ExpertIndex, ExpertRecord
-from retrieval.shard import IndexConfig
 
 
 @dataclass(frozen=True)
@@ -43,8 +40,7 @@ class IndexSync:
     """Brings an index up to a given source version, by deltas when it can, by a reload otherwise.
 
     Thread-safe: concurrent refreshes apply each change once; searches on the index go on
-    meanwhile. `embedder_id` names the vector space (embedder name and version) so a snapshot made
-    with another embedder is refused rather than mixed with new vectors.
+    meanwhile.
     """
 
     def __init__(
@@ -52,15 +48,11 @@ class IndexSync:
         index: ExpertIndex,
         load_changes: LoadChanges,
         load_all: LoadAll,
-        *,
-        embedder_id: str,
-        version: int | None = None,
     ) -> None:
         self._index = index
         self._load_changes = load_changes
         self._load_all = load_all
-        self._embedder_id = embedder_id
-        self._version = version
+        self._version: int | None = None
         self._lock = threading.Lock()
 
     @property
@@ -98,39 +90,6 @@ class IndexSync:
         """Rebuild the index from every row of the source (at start, or after a model change)."""
         with self._lock:
             self._reload()
-
-    def save_snapshot(self, path: Path) -> None:
-        """Write the index with the version it reflects, so a restart only pulls later changes."""
-        with self._lock:
-            if self._version is None:
-                raise RetrievalError("nothing to snapshot: the index was never loaded")
-            metadata = {"source_version": self._version, "embedder_id": self._embedder_id}
-            self._index.save(path, metadata)
-
-    @classmethod
-    def from_snapshot(
-        cls,
-        path: Path,
-        load_changes: LoadChanges,
-        load_all: LoadAll,
-        *,
-        embedder_id: str,
-        config: IndexConfig | None = None,
-    ) -> IndexSync:
-        """Start from a snapshot; the next `refresh_if_stale` pulls what changed since it."""
-        index, metadata = ExpertIndex.load(path, config)
-        if metadata.get("embedder_id") != embedder_id:
-            raise RetrievalError(
-                f"{path}: snapshot vectors come from {metadata.get('embedder_id')!r}, "
-                f"not {embedder_id!r}"
-            )
-        return cls(
-            index,
-            load_changes,
-            load_all,
-            embedder_id=embedder_id,
-            version=int(metadata["source_version"]),
-        )
 
     def _reload(self) -> None:
         version, records = self._load_all()

@@ -1,23 +1,20 @@
-"""Uploading revisions: what is stored, what is answered, what listeners hear."""
+"""Uploading revisions: what is stored and what is answered."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
 
 from compeft_core import CompressedExpert
-from registry.events import ExpertDeleted, RevisionCommitted
 from tests.fixtures.registry import (
     DEFAULT_METADATA,
     AdapterFiles,
     Hub,
     auth,
     lora_adapter,
-    open_hub,
 )
 
 pytestmark = pytest.mark.usefixtures("no_leftover_upload_files")
@@ -147,51 +144,3 @@ def test_upload_after_delete_starts_a_new_expert(hub: Hub, alice: str) -> None:
     expert = hub.client.get("/api/v1/experts/alice/trivia").json()
     assert [row["revision"] for row in expert["revisions"]] == [3]
     assert (expert["revision_count"], expert["latest"]["revision"]) == (1, 3)
-
-
-class RecordingListener:
-    def __init__(self) -> None:
-        self.events: list[RevisionCommitted | ExpertDeleted] = []
-
-    def revision_committed(self, event: RevisionCommitted) -> None:
-        self.events.append(event)
-
-    def expert_deleted(self, event: ExpertDeleted) -> None:
-        self.events.append(event)
-
-
-class BrokenListener:
-    def revision_committed(self, event: RevisionCommitted) -> None:
-        raise RuntimeError("index down")
-
-    def expert_deleted(self, event: ExpertDeleted) -> None:
-        raise RuntimeError("index down")
-
-
-@pytest.fixture
-def listened_hub(hub: Hub) -> Iterator[tuple[Hub, RecordingListener]]:
-    """The same database and store, served by an app with a broken and a recording listener."""
-    recorder = RecordingListener()
-    with open_hub(hub.settings, listeners=[BrokenListener(), recorder]) as listened:
-        yield listened, recorder
-
-
-def test_listeners_hear_commits_and_deletes_even_after_one_fails(
-    alice: str, listened_hub: tuple[Hub, RecordingListener]
-) -> None:
-    hub, recorder = listened_hub
-    assert hub.upload("alice/trivia", lora_adapter(), token=alice).status_code == 201
-    assert hub.client.delete("/api/v1/experts/alice/trivia", headers=auth(alice)).status_code == 204
-    assert recorder.events == [
-        RevisionCommitted(
-            owner="alice",
-            name="trivia",
-            revision=1,
-            base_model="tiny/llama",
-            peft_type="LORA",
-            task_description=DEFAULT_METADATA["task_description"],
-            sample_inputs=tuple(DEFAULT_METADATA["sample_inputs"]),
-            tags=tuple(sorted(DEFAULT_METADATA["tags"])),
-        ),
-        ExpertDeleted(owner="alice", name="trivia"),
-    ]

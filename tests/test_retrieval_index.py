@@ -1,4 +1,4 @@
-"""ExpertIndex on random vectors: exactness, filters, upserts, the ANN path and snapshots."""
+"""ExpertIndex on random vectors: exactness, filters, upserts and the ANN path."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -216,33 +216,6 @@ def test_filters_and_exclusions_hold_on_the_ann_index():
         truth = brute_force(vectors[lora & (ids > 4)], ids[lora & (ids > 4)], query, 10)
         overlaps.append(len(set(truth) & {hit.expert_id for hit in hits}) / 10)
     assert np.mean(overlaps) >= 0.95
-
-
-def test_snapshot_round_trip_keeps_results_filters_and_metadata(tmp_path):
-    config = IndexConfig(ann_threshold=300)
-    index, vectors = filled_index(400, config)
-    index.add(7000, vectors[1], "base-small", "LORA", tags=["x"])
-    index.remove(10)
-    path = tmp_path / "index.npz"
-    index.save(path, metadata={"source_version": 12})
-    loaded, metadata = ExpertIndex.load(path, config)
-    assert metadata == {"source_version": 12}
-    assert len(loaded) == len(index) and loaded.base_models() == index.base_models()
-    assert loaded.kind(BASE) == "hnsw" and loaded.kind("base-small") == "exact"
-    for query in unit_rows(5, seed=8):
-        for kwargs in ({}, {"peft_type": "IA3"}, {"tags": ["third"]}, {"exclude": [1, 3]}):
-            assert loaded.search(query, BASE, 10, **kwargs) == index.search(
-                query, BASE, 10, **kwargs
-            )
-    loaded.add(10, vectors[10], BASE, "LORA")
-    assert loaded.search(vectors[10], BASE, k=1)[0].expert_id == 10
-
-
-def test_snapshot_of_another_format_is_refused(tmp_path):
-    path = tmp_path / "index.npz"
-    np.savez(path, header=np.array('{"format": 99}'))
-    with pytest.raises(RetrievalError, match="snapshot format 99"):
-        ExpertIndex.load(path)
 
 
 def test_rebuild_replaces_all_content():

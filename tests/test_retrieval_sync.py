@@ -5,13 +5,11 @@ import threading
 import numpy as np
 import pytest
 
-from retrieval.errors import RetrievalError
 from retrieval.index import ExpertIndex, ExpertRecord
 from retrieval.sync import ChangeSet, IndexSync
 
 DIM = 8
 BASE = "base-a"
-EMBEDDER_ID = "test-embedder 1"
 
 
 class InMemorySource:
@@ -48,10 +46,8 @@ class InMemorySource:
         self.calls["all"] += 1
         return self.version, list(self.rows.values())
 
-    def sync(self, **kwargs) -> IndexSync:
-        return IndexSync(
-            ExpertIndex(DIM), self.load_changes, self.load_all, embedder_id=EMBEDDER_ID, **kwargs
-        )
+    def sync(self) -> IndexSync:
+        return IndexSync(ExpertIndex(DIM), self.load_changes, self.load_all)
 
     def _changed(self, expert_id: int) -> None:
         self.version += 1
@@ -146,34 +142,3 @@ def test_concurrent_refreshes_apply_each_change_once(source):
         thread.join()
     assert source.calls == {"changes": 1, "all": 1}
     assert 8 in indexed_ids(sync)
-
-
-def test_a_snapshot_restart_pulls_only_later_changes(source, tmp_path):
-    sync = source.sync()
-    sync.refresh_if_stale(source.version)
-    path = tmp_path / "snapshot.npz"
-    sync.save_snapshot(path)
-    source.upsert(11)
-    restarted = IndexSync.from_snapshot(
-        path, source.load_changes, source.load_all, embedder_id=EMBEDDER_ID
-    )
-    assert indexed_ids(restarted) == {0, 1, 2, 3, 4}
-    restarted.refresh_if_stale(source.version)
-    assert indexed_ids(restarted) == {0, 1, 2, 3, 4, 11}
-    assert source.calls["all"] == 1  # only the first process ever loaded everything
-
-
-def test_a_snapshot_from_another_embedder_is_refused(source, tmp_path):
-    sync = source.sync()
-    sync.refresh_if_stale(source.version)
-    path = tmp_path / "snapshot.npz"
-    sync.save_snapshot(path)
-    with pytest.raises(RetrievalError, match="snapshot vectors come from 'test-embedder 1'"):
-        IndexSync.from_snapshot(
-            path, source.load_changes, source.load_all, embedder_id="other-embedder 2"
-        )
-
-
-def test_an_index_never_loaded_cannot_be_snapshotted(source, tmp_path):
-    with pytest.raises(RetrievalError, match="never loaded"):
-        source.sync().save_snapshot(tmp_path / "snapshot.npz")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, status
 
 from registry import catalog
 from registry.answers import expert_detail, expert_summary
-from registry.deps import ExpertIdDep, ListenersDep, SessionDep, WriterDep
+from registry.deps import ExpertIdDep, SessionDep, WriterDep
 from registry.wire.common import ErrorBody
 from registry.wire.experts import ExpertDetail, ExpertPage
 
@@ -42,8 +42,6 @@ def get_expert(session: SessionDep, expert_id: ExpertIdDep) -> ExpertDetail:
     status_code=status.HTTP_204_NO_CONTENT,
     responses={code: {"model": ErrorBody} for code in (401, 403, 404, 429)},
 )
-def delete_expert(
-    session: SessionDep, expert_id: ExpertIdDep, caller: WriterDep, listeners: ListenersDep
-) -> None:
+def delete_expert(session: SessionDep, expert_id: ExpertIdDep, caller: WriterDep) -> None:
     """Soft-delete an expert (owner only): it disappears from every read; the name is free again."""
-    catalog.delete_expert(session, expert_id, caller=caller, listeners=listeners)
+    catalog.delete_expert(session, expert_id, caller=caller)

@@ -9,7 +9,6 @@ from registry.answers import revision_detail
 from registry.deps import (
     EmbedderDep,
     ExpertIdDep,
-    ListenersDep,
     SessionDep,
     SettingsDep,
     StoreDep,
@@ -64,12 +63,11 @@ async def upload_revision(
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    listeners: ListenersDep,
     embedder: EmbedderDep,
 ) -> RevisionCreated:
     """Upload a PEFT adapter (safetensors only); the hub compresses it with ComPEFT and stores
     the blob. Creates the expert on its first upload."""
-    services = uploads.UploadServices(session, store, settings, listeners, embedder)
+    services = uploads.UploadServices(session, store, settings, embedder)
     return await uploads.upload_revision(
         request, expert_id=expert_id, caller=caller, services=services
     )
