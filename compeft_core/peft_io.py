@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from compeft_core.codec import MAX_TENSORS
 from compeft_core.compress import beyond_float32
 from compeft_core.errors import AdapterFormatError
 from compeft_core.formats import (
@@ -32,7 +33,6 @@ from compeft_core.formats import (
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3")
 MAX_CONFIG_BYTES = 1 << 20
 MAX_HEADER_BYTES = 16 << 20
-MAX_TENSORS = 100_000
 MAX_PARAMS = 4_000_000_000
 MAX_RANK = 1 << 20  # far above any real LoRA; keeps `r` inside the registry's 32-bit rank column
 IA3_SUFFIX = ".ia3_l"
@@ -56,9 +56,10 @@ _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x
 
 @dataclass(frozen=True)
 class PeftAdapter:
-    """A validated PEFT adapter: its config as uploaded and its tensors."""
+    """A validated PEFT adapter: its config as uploaded (parsed, and verbatim) and its tensors."""
 
     config: dict[str, Any]
+    config_text: str
     peft_type: str
     tensors: dict[str, torch.Tensor]
     base_model: str | None
@@ -90,6 +91,14 @@ def parse_config(raw: bytes) -> dict[str, Any]:
             f"supported: {', '.join(SUPPORTED_PEFT_TYPES)}"
         )
     return config
+
+
+def _utf8_text(raw: bytes) -> str:
+    """The config as stored verbatim: JSON also parses from UTF-16 and UTF-32, text must be UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdapterFormatError(f"{CONFIG_NAME} is not UTF-8 text: {exc}") from exc
 
 
 def _target_modules(config: dict[str, Any]) -> list[str]:
@@ -170,7 +179,7 @@ def _check_safetensors_header(path: Path) -> None:
         raise AdapterFormatError(f"{WEIGHTS_NAME} header is not valid JSON: {exc}") from exc
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, max_tensors: int) -> dict[str, torch.Tensor]:
     _check_safetensors_header(path)
     tensors: dict[str, torch.Tensor] = {}
     total = 0
@@ -179,8 +188,10 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
             names = list(handle.keys())
             if not names:
                 raise AdapterFormatError(f"{WEIGHTS_NAME} holds no tensors")
-            if len(names) > MAX_TENSORS:
-                raise AdapterFormatError(f"{WEIGHTS_NAME} holds more than {MAX_TENSORS} tensors")
+            if len(names) > max_tensors:  # before any tensor is read
+                raise AdapterFormatError(
+                    f"{WEIGHTS_NAME} holds {len(names)} tensors; the limit is {max_tensors}"
+                )
             for name in names:
                 shape = handle.get_slice(name).get_shape()
                 total += int(torch.Size(shape).numel())
@@ -273,13 +284,21 @@ def _check_lora_pairs(tensors: dict[str, torch.Tensor]) -> None:
             )
 
 
-def read_adapter(config_path: Path, weights_path: Path) -> PeftAdapter:
-    """Read and validate an adapter from its two files."""
-    config = parse_config(Path(config_path).read_bytes()[: MAX_CONFIG_BYTES + 1])
+def read_adapter(
+    config_path: Path, weights_path: Path, *, max_tensors: int = MAX_TENSORS
+) -> PeftAdapter:
+    """Read and validate an adapter from its two files; each is read once.
+
+    `max_tensors` (the blob format's MAX_TENSORS unless the caller allows fewer) is checked
+    before any tensor is loaded.
+    """
+    raw_config = Path(config_path).read_bytes()[: MAX_CONFIG_BYTES + 1]
+    config = parse_config(raw_config)
+    config_text = _utf8_text(raw_config)
     peft_type = config["peft_type"]
     is_lora = peft_type == "LORA"
     rank, lora_alpha = (_lora_rank(config), _lora_alpha(config)) if is_lora else (None, None)
-    tensors = _read_tensors(Path(weights_path))
+    tensors = _read_tensors(Path(weights_path), max_tensors)
     _check_values(tensors)
     if is_lora:
         _check_lora_pairs(tensors)
@@ -289,6 +308,7 @@ def read_adapter(config_path: Path, weights_path: Path) -> PeftAdapter:
     base = config.get("base_model_name_or_path")
     return PeftAdapter(
         config=config,
+        config_text=config_text,
         peft_type=peft_type,
         tensors=tensors,
         base_model=base if isinstance(base, str) and base else None,

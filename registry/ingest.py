@@ -77,12 +77,10 @@ def compress_upload(
 ) -> CompressedUpload:
     """Validate the adapter (compeft_core raises CompeftError subclasses), compress it with the
     upload's choices (the server's defaults where it made none) and measure its fidelity."""
-    adapter = read_adapter(received.config_path, received.weights_path)
-    if len(adapter.tensors) > settings.max_tensors:
-        raise AdapterFormatError(
-            f"the adapter has {len(adapter.tensors)} tensors; the limit is {settings.max_tensors}"
-        )
-    config_text = _config_text(received.config_path)
+    adapter = read_adapter(
+        received.config_path, received.weights_path, max_tensors=settings.max_tensors
+    )
+    config_text = adapter.config_text
     base_model = _checked_base_model(adapter.base_model)
     expert = compress(
         adapter_task_vector(adapter),
@@ -146,14 +144,6 @@ def _remedy(expert: CompressedExpert, blob_bytes: int) -> str:
     if any(len(name) > MAX_NAME_CHARS for name in expert.names):
         return f"shorten the tensor names to at most {MAX_NAME_CHARS} characters"
     return "change the adapter or the upload's density, scope or alpha"
-
-
-def _config_text(path: Path) -> str:
-    """adapter_config.json as stored verbatim: it must be UTF-8 text."""
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise AdapterFormatError(f"adapter_config.json is not UTF-8 text: {exc}") from exc
 
 
 def _checked_base_model(base_model: str | None) -> str | None:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AliasChoices, AnyHttpUrl, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from compeft_core.codec import MAX_TENSORS
 from registry.origin import public_origin
 from registry.serving import ConnectionDeadlines
 from retrieval.shard import IndexConfig
@@ -53,7 +54,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
     max_metadata_bytes: int = Field(default=256 * 1024, gt=0)
     max_config_bytes: int = Field(default=1 * MiB, gt=0)
-    max_tensors: int = Field(default=10_000, gt=0)
+    max_tensors: int = Field(
+        default=10_000,
+        gt=0,
+        le=MAX_TENSORS,
+        description="Tensors one adapter may hold, checked before any is read (at most the blob "
+        "format's limit).",
+    )
     writes_per_minute: int = Field(
         default=120,
         ge=0,

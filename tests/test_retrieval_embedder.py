@@ -8,7 +8,7 @@ import pytest
 
 from retrieval.embedder import TaskEmbedder
 from retrieval.errors import RetrievalError
-from retrieval.limits import MAX_QUERY_EXAMPLES, MAX_QUERY_TEXT_CHARS
+from retrieval.limits import MAX_QUERY_CHARS, MAX_QUERY_EXAMPLES
 
 SUMMARISATION = (
     "Summarise news articles in two or three sentences.",
@@ -98,7 +98,7 @@ def test_concurrent_queries_share_one_model_and_agree(embedder):
         ("   ", [], "empty query"),
         ("fine", ["ok", " "], "example 2 is empty"),
         (None, ["x"] * (MAX_QUERY_EXAMPLES + 1), "too many examples"),
-        ("x" * (MAX_QUERY_TEXT_CHARS + 1), [], "query text too long"),
+        ("x" * (MAX_QUERY_CHARS + 1), [], "query text too long"),
     ],
 )
 def test_bad_queries_raise_clear_errors(embedder, query, examples, message):

@@ -8,6 +8,4 @@ TOKEN_NAME_LENGTH = 64
 SQL_INTEGER_MAX = 2**31 - 1  # SQL INTEGER columns are 32-bit on PostgreSQL
 MAX_TOKEN_DAYS = 3650
 TOKEN_NAME_PATTERN = rf"[A-Za-z0-9_ .:@-]{{1,{TOKEN_NAME_LENGTH}}}"
-# The embedding model reads about 1,000 characters (256 word pieces); longer text is cut unseen.
-MAX_QUERY_CHARS = 2000
 MAX_EXCLUDED = 1000

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from registry.wire.common import FiniteFloat, Tag
 from registry.wire.experts import RevisionDetail
-from registry.wire.limits import BASE_MODEL_LENGTH, MAX_EXCLUDED, MAX_QUERY_CHARS
-from retrieval.limits import MAX_K, MAX_QUERY_EXAMPLES
+from registry.wire.limits import BASE_MODEL_LENGTH, MAX_EXCLUDED
+from retrieval.limits import MAX_K, MAX_QUERY_CHARS, MAX_QUERY_EXAMPLES
 
 QueryText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
