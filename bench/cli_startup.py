@@ -21,8 +21,8 @@ from pathlib import Path
 from bench.timing import Timing, repeated, timed
 
 TARGET_S = 1.0
-# What `import registry.cli` loaded before the commands imported their own dependencies.
-EAGER_IMPORTS = ("registry.app", "registry.client.hub", "compeft_core.compress",
+# What `import registry.cli.main` loaded before the commands imported their own dependencies.
+EAGER_IMPORTS = ("registry.api.app", "registry.client.hub", "compeft_core.compress",
                  "retrieval.embedder", "storage.factory")
 
 

@@ -33,10 +33,10 @@ import uvicorn
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.accounts import create_token, create_user
-from registry.app import create_app
-from registry.database import create_db_engine, create_session_factory
-from registry.schema import prepare_schema
+from registry.api.app import create_app
+from registry.db.engine import create_db_engine, create_session_factory
+from registry.db.schema import prepare_schema
+from registry.services.accounts import create_token, create_user
 from registry.serving import uvicorn_config
 from registry.settings import Settings
 

@@ -42,8 +42,8 @@ import httpx
 import numpy as np
 from sqlalchemy.engine import make_url
 
-from registry.accounts import create_token, create_user
-from registry.database import create_db_engine, create_session_factory
+from registry.db.engine import create_db_engine, create_session_factory
+from registry.services.accounts import create_token, create_user
 from tests.fixtures.database import fresh_postgres_database
 from tests.fixtures.faults import (
     AcknowledgedUpload,

@@ -10,7 +10,7 @@ in the same process on the same queries: it is the latency baseline and the trut
     python -m bench.retrieval --quick    # N = 2,000 in seconds; run by tests/test_bench_retrieval.py
     python -m bench.retrieval --registry # through the registry's service code and SQLite (below)
 
-With --registry, each expert is committed by `registry.publish.publish_revision` (the upload
+With --registry, each expert is committed by `registry.services.publish.publish_revision` (the upload
 path's blob put and SQL commit, with its precomputed task vector) into a fresh embedded registry,
 each index is built from SQL as an API process builds it at start, and a query goes through
 `ExpertSearch.search`: counter check, query embedding, index search, hydration from SQL.
@@ -39,17 +39,16 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from registry.accounts import create_user
-from registry.database import create_db_engine, create_session_factory
-from registry.embeddings import TaskEmbedding
+from registry.db.engine import create_db_engine, create_session_factory
+from registry.db.models import User
+from registry.db.schema import upgrade_schema
 from registry.ids import ExpertId
-from registry.ingest import CompressedUpload, compress_upload
-from registry.models import User
-from registry.publish import publish_revision
-from registry.schema import upgrade_schema
-from registry.search import ExpertSearch
+from registry.services.accounts import create_user
+from registry.services.ingest import CompressedUpload, ReceivedUpload, compress_upload
+from registry.services.publish import publish_revision
+from registry.services.search import ExpertSearch
+from registry.services.vectors import TaskEmbedding
 from registry.settings import Settings
-from registry.upload_parts import ReceivedUpload
 from registry.wire.experts import UploadMetadata
 from registry.wire.search import SearchRequest
 from retrieval.embedder import TaskEmbedder

@@ -94,7 +94,7 @@ class BackendResult:
 
 
 def server_steps(folder: Path, settings: Settings) -> tuple[float, float, float]:
-    """Seconds of what registry/ingest.py does with an upload's files: read and validate the
+    """Seconds of what registry/services/ingest.py does with an upload's files: read and validate the
     adapter (safetensors parse, finite check, LoRA pairs), then compress and serialize it with
     its fidelity measured; and the fidelity's own cost, the difference to the same compression
     without it (noise can make a difference of two timings slightly negative)."""

@@ -1,8 +1,8 @@
 """Alembic environment and versions of the registry schema, shipped inside the package.
 
-There is no alembic.ini: `registry.schema.alembic_config` builds the configuration in code, so
+There is no alembic.ini: `registry.db.schema.alembic_config` builds the configuration in code, so
 `compeft-hub db upgrade` works from an installed wheel. To write a new version, change
-`registry/models.py`, then autogenerate against a database at head, e.g.
+`registry/db/models.py`, then autogenerate against a database at head, e.g.
 `alembic.command.revision(alembic_config(connection), message, autogenerate=True)`, and review it.
 """
 

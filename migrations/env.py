@@ -1,16 +1,16 @@
-"""Alembic environment: runs on the connection that `registry.schema` hands over.
+"""Alembic environment: runs on the connection that `registry.db.schema` hands over.
 
 `render_as_batch` lets the same migration ALTER tables on SQLite (copy-and-move) and PostgreSQL.
 """
 
 from alembic import context
 
-from registry.models import Base
+from registry.db.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
-        "migrations need a connection from registry.schema.alembic_config(); "
+        "migrations need a connection from registry.db.schema.alembic_config(); "
         "run `compeft-hub db upgrade` instead of the alembic command line"
     )
 

@@ -1,4 +1,4 @@
-"""The registry's failure families; `registry.http_errors` maps each to one HTTP status.
+"""The registry's failure families; `registry.api.http_errors` maps each to one HTTP status.
 
 Messages are written for the person who made the request: they say what was wrong and, where it
 helps, what to do instead.

@@ -5,7 +5,7 @@ no deadline for a request's headers: any byte received cancels its timer, so a c
 a byte every few seconds, or one that connects and sends nothing, holds its connection for ever
 (slowloris). `HeaderDeadlineProtocol` closes a connection whose request line and headers are not
 complete `header_timeout_s` after their first byte (or after the connection opened). Bodies
-have their own idle deadline in `registry.body_limit`.
+have their own idle deadline in `registry.api.body_limit`.
 
 The keep-alive is long (75 s) on purpose: whoever closes an idle connection first races the
 other side's next request on it, and a request sent into a connection the server is closing is

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         default=120,
         ge=0,
         description="Uploads and deletes a token may make per minute, per API process (0: no "
-        "limit); see registry/rate_limits.py.",
+        "limit); see registry/api/rate_limits.py.",
     )
     write_burst: int = Field(default=60, gt=0, description="Writes a token may make at once.")
     requests_per_minute: int = Field(

@@ -1,4 +1,4 @@
-"""The claim protocol, step by step, on each database and blob store (see registry.blob_claims).
+"""The claim protocol, step by step, on each database and blob store (see registry.services.blob_claims).
 
 The live two-process test (test_faults_identical_uploads.py) shows that nothing acknowledged is
 lost under load; these tests pin each interleaving that it can only hit by chance.
@@ -15,9 +15,9 @@ from typing import cast
 import pytest
 from sqlalchemy import select, update
 
-from registry.blob_claims import CLAIM_TTL, abandon, claim, release
-from registry.fsck import fsck
-from registry.models import BlobClaim, utc_now
+from registry.db.models import BlobClaim, utc_now
+from registry.services.blob_claims import CLAIM_TTL, abandon, claim, release
+from registry.services.fsck import fsck
 from storage import BlobStore
 from tests.fixtures.registry import Hub, lora_adapter
 

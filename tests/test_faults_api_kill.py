@@ -19,8 +19,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from registry.cli import app as cli_app
-from registry.fsck import fsck
+from registry.cli.main import app as cli_app
+from registry.services.fsck import fsck
 from storage import LocalBlobStore
 from tests.fixtures.faults import (
     FAULT_ROUNDS,

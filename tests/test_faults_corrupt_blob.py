@@ -17,8 +17,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from registry.app import create_app
-from registry.cli import app as cli_app
+from registry.api.app import create_app
+from registry.cli.main import app as cli_app
 from registry.client import ChecksumMismatchError, HubClient
 from storage import LocalBlobStore, S3BlobStore
 from tests.fixtures.faults import settings_environment

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.fsck import fsck
+from registry.services.fsck import fsck
 from tests.fixtures.faults import (
     AcknowledgedUpload,
     ApiProcess,

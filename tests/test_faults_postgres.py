@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.app import create_app
-from registry.fsck import fsck
+from registry.api.app import create_app
+from registry.services.fsck import fsck
 from registry.settings import Settings
 from tests.fixtures.faults import (
     FAULT_ROUNDS,

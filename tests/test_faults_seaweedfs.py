@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from registry.app import create_app
+from registry.api.app import create_app
 from tests.fixtures.faults import (
     FAULT_ROUNDS,
     AcknowledgedUpload,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
-from registry.models import Expert, Revision
+from registry.db.models import Expert, Revision
 from tests.fixtures.registry import DEFAULT_METADATA, Hub, lora_adapter
 
 SEARCH = {"query": DEFAULT_METADATA["task_description"], "base_model": "tiny/llama", "k": 5}

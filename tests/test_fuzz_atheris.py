@@ -68,8 +68,8 @@ def fuzz_blob() -> Callable[[bytes], None]:
 def fuzz_upload() -> Callable[[bytes], None]:
     from starlette.requests import Request
 
+    from registry.api.upload_parts import UploadLimits, receive_upload
     from registry.errors import InvalidRequestError, PayloadTooLargeError
-    from registry.upload_parts import UploadLimits, receive_upload
 
     limits = UploadLimits(max_body_bytes=4096, max_config_bytes=512, max_metadata_bytes=256)
 

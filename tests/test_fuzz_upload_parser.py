@@ -1,6 +1,6 @@
 """Fuzz the upload parser: any body, boundary, Content-Type or Content-Length gives a clean refusal.
 
-`registry.upload_parts.receive_upload` is driven directly (no server, thousands of bodies a
+`registry.api.upload_parts.receive_upload` is driven directly (no server, thousands of bodies a
 minute) with multipart bodies built from generated parts and then damaged: bytes deleted,
 inserted or flipped, boundaries and headers mangled, the stream cut into arbitrary chunks. The
 only outcomes allowed are the three complete parts on disk within their limits, or
@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 
+from registry.api.upload_parts import EXPECTED_PARTS, UploadLimits, receive_upload
 from registry.errors import InvalidRequestError, PayloadTooLargeError
-from registry.upload_parts import EXPECTED_PARTS, UploadLimits, receive_upload
 from registry.wire.experts import CONFIG_PART, METADATA_PART
 from tests.fixtures.registry import Hub, auth
 

@@ -24,9 +24,9 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from registry.api.rate_limits import RateLimiter
+from registry.db.models import ApiToken, Base
 from registry.errors import TooManyRequestsError
-from registry.models import ApiToken, Base
-from registry.rate_limits import RateLimiter
 from tests.fixtures.faults import ApiProcess, settings_environment, upload_form
 from tests.fixtures.registry import Hub, auth, lora_adapter, open_hub
 
@@ -74,7 +74,7 @@ def test_secret_is_compared_in_constant_time(hub: Hub, monkeypatch: pytest.Monke
         compared.append((a, b))
         return compare_digest(a, b)
 
-    monkeypatch.setattr("registry.accounts.hmac.compare_digest", spy)
+    monkeypatch.setattr("registry.services.accounts.hmac.compare_digest", spy)
     wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
     assert hub.client.delete("/api/v1/experts/alice/a", headers=auth(wrong)).status_code == 401
     assert len(compared) == 1

@@ -28,8 +28,8 @@ from sqlalchemy import func, select
 
 from compeft_core import BlobFormatError, CompressedExpert
 from compeft_core.compress import compress
-from registry.app import create_app
-from registry.models import ApiToken, Expert, Revision, RevisionTag, User
+from registry.api.app import create_app
+from registry.db.models import ApiToken, Expert, Revision, RevisionTag, User
 from tests.fixtures.faults import upload_form
 from tests.fixtures.registry import DEFAULT_METADATA, Hub, auth, lora_adapter, served_over_http
 from tests.test_blob_format import _rewrite

@@ -22,9 +22,8 @@ from safetensors.torch import load
 
 from compeft_core import CompressionInputError
 from compeft_core.codec import MAX_NAME_CHARS, MAX_NDIM
-from registry.ingest import compress_upload
+from registry.services.ingest import ReceivedUpload, compress_upload
 from registry.settings import Settings
-from registry.upload_parts import ReceivedUpload
 from registry.wire.experts import UploadMetadata
 from tests.fixtures.registry import (
     DEFAULT_METADATA,

@@ -38,7 +38,7 @@ DENSITY = 0.25
 # Run inside the client venv: every module the client commands and HubClient need, loaded.
 _LOADED_STACK = f"""
 import json, sys
-import registry.cli
+import registry.cli.main
 from registry.client import HubClient
 print(json.dumps(sorted(m for m in {SERVER_STACK!r} if m in sys.modules)))
 """

@@ -19,11 +19,11 @@ from sqlalchemy import Connection, Engine, event, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.accounts import create_user
-from registry.database import create_db_engine
+from registry.db.engine import create_db_engine
+from registry.db.models import Expert, User, utc_now
+from registry.db.schema import alembic_config, current_revisions, head_revisions, upgrade_schema
 from registry.errors import ConflictError, SchemaOutOfDateError
-from registry.models import Expert, User, utc_now
-from registry.schema import alembic_config, current_revisions, head_revisions, upgrade_schema
+from registry.services.accounts import create_user
 from tests.fixtures.registry import DEFAULT_METADATA, Hub, auth, lora_adapter
 
 LOCAL_ONLY = pytest.mark.parametrize("blob_store_url", ["local"], indirect=True)

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from registry.downloads import ByteRange, parse_range
+from registry.api.downloads import ByteRange, parse_range
 from registry.errors import RangeNotSatisfiableError
 from tests.fixtures.registry import Hub, lora_adapter
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from compeft_core import CompressedExpert
-from registry.app import create_app
+from registry.api.app import create_app
 from tests.compeft_reference import reference_decompress, reference_fidelity
 from tests.fixtures.registry import (
     DEFAULT_METADATA,

@@ -18,10 +18,10 @@ import torch
 from sqlalchemy import delete, event, select, update
 from typer.testing import CliRunner
 
-from registry.cli import app as cli
-from registry.embeddings import decode_vector
-from registry.index_log import current_version
-from registry.models import IndexChange, Revision, RevisionEmbedding
+from registry.cli.main import app as cli
+from registry.db.index_log import current_version
+from registry.db.models import IndexChange, Revision, RevisionEmbedding
+from registry.services.vectors import decode_vector
 from retrieval.embedder import TaskEmbedder
 from retrieval.limits import MAX_K, MAX_QUERY_EXAMPLES
 from tests.fixtures.registry import AdapterFiles, Hub, auth, lora_adapter, open_hub

@@ -21,11 +21,11 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
-from registry.accounts import create_token
 from registry.client import AuthError, ForbiddenError, HubClient, NotFoundError
-from registry.database import create_db_engine
-from registry.models import ApiToken, utc_now
-from registry.schema import alembic_config, upgrade_schema
+from registry.db.engine import create_db_engine
+from registry.db.models import ApiToken, utc_now
+from registry.db.schema import alembic_config, upgrade_schema
+from registry.services.accounts import create_token
 from registry.wire.accounts import TokenInfo
 from tests.fixtures.live_hub import LiveHub, RunCli
 from tests.fixtures.registry import Hub, auth, lora_adapter

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.web.rendering import SECURITY_HEADERS
+from registry.api.web.rendering import SECURITY_HEADERS
 from tests.fixtures.registry import Hub, auth, lora_adapter
 from tests.fixtures.web import DELETED_EXPERT, LIVE_EXPERTS, WebSite
 

@@ -1,4 +1,4 @@
-"""Blob claims: the writers of each blob between its put and their commit (see registry.blob_claims).
+"""Blob claims: the writers of each blob between its put and their commit (see registry.services.blob_claims).
 
 Revision ID: 0003
 Revises: 0002

@@ -1,6 +1,6 @@
 """What the client raises: one class per failure family, each carrying the server's `detail`.
 
-The families mirror the server's statuses (registry/http_errors.py), so `except NotFoundError`
+The families mirror the server's statuses (registry/api/http_errors.py), so `except NotFoundError`
 means the same thing on both sides. Client-side checks that stop a request the server would refuse
 (a bad expert id, invalid metadata) raise the family the server would have answered with.
 """

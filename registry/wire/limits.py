@@ -1,5 +1,5 @@
 """Lengths and bounds of what the API accepts, declared once: the wire types check them before a
-request is sent or served, and the SQL columns (`registry.models`) are sized by them."""
+request is sent or served, and the SQL columns (`registry.db.models`) are sized by them."""
 
 ID_PART_LENGTH = 96  # owner or expert name (registry.ids has the rules)
 TAG_LENGTH = 64

@@ -1,0 +1,105 @@
+"""How pages are answered: one Jinja2 environment, security headers, HTML error pages.
+
+Autoescaping is on for every template, so whatever a user uploaded (descriptions, sample inputs,
+tags, names) reaches the browser as text. The Content-Security-Policy allows this site's own
+stylesheet and script only: no inline script could run even if something slipped through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from registry.api.http_errors import STATUS_BY_FAMILY, ErrorAnswer, error_answer
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+MAPPED_FAILURES = tuple(STATUS_BY_FAMILY)
+# Headings for the usual statuses; the others show the standard reason phrase.
+PAGE_TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    410: "Deleted",
+    422: "Invalid request",
+    503: "Temporarily unavailable",
+}
+
+templates = Jinja2Templates(
+    env=Environment(
+        loader=PackageLoader("registry.api.web"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+)
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A page from `template`, with the security headers every page carries."""
+    return templates.TemplateResponse(
+        request,
+        template,
+        dict(context),
+        status_code=status,
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def error_page(request: Request, answer: ErrorAnswer) -> Response:
+    """The HTML twin of the API's JSON error: same status, same message, same headers."""
+    return render(
+        request,
+        "error.html",
+        {
+            "status": answer.status,
+            "title": PAGE_TITLES.get(answer.status, HTTPStatus(answer.status).phrase),
+            "detail": answer.detail,
+        },
+        status=answer.status,
+        headers=answer.headers,
+    )
+
+
+class ExpertGone(Exception):
+    """The expert a page asked for existed and was deleted; answered 410 with the message."""
+
+
+class HTMLErrorRoute(APIRoute):
+    """A page route whose failures answer an HTML error page instead of the API's JSON body.
+
+    Failures raised while resolving dependencies (a malformed id, a bad query parameter) are
+    caught too, because they happen inside the route's handler.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle_with_error_pages(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ExpertGone as exc:
+                return error_page(request, ErrorAnswer(HTTPStatus.GONE.value, str(exc), {}))
+            except MAPPED_FAILURES as exc:
+                return error_page(request, error_answer(request, exc))
+
+        return handle_with_error_pages

@@ -1,0 +1,299 @@
+"""SQL tables of the registry (SQLAlchemy 2, typed). Alembic migrations mirror this file.
+
+Invariants the rest of the code relies on:
+- a revision row is never updated after commit, except `blob_missing`, which only `fsck --repair`
+  sets to reflect the blob store;
+- `(expert_id, number)` is unique, so two concurrent commits cannot both take the same number;
+- user names are unique regardless of case, and so is `name` among an owner's live (not
+  soft-deleted) experts (unique indexes on `lower(name)`); a deleted name can be reused in any case;
+- every transaction that changes what search can find (an upload, a delete, a re-embedding) bumps
+  `index_state.version` and logs the experts it touched in `index_changes` under that version;
+- a blob is deleted only by a transaction that holds its `blob_claims` row locked and sees no
+  revision referencing it and no writer between its put and its commit (`registry.services.blob_claims`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from registry.wire.limits import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH, TOKEN_NAME_LENGTH
+
+SHA256_HEX_LENGTH = 64
+EMBEDDER_LENGTH = 128
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone on its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+def utc_now() -> datetime:
+    """The one clock of the registry."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with named constraints, so Alembic's batch mode can alter them on SQLite."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class User(Base):
+    """An account; its name is also the owner namespace of its experts."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(ID_PART_LENGTH), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
+
+
+Index("uq_users_lower_name", func.lower(User.name), unique=True)
+
+
+class ApiToken(Base):
+    """A bearer token, stored as a salted hash; `lookup_id` is the public part used to find it.
+
+    A token is refused once `revoked_at` is set or `expires_at` has passed; the row stays, so
+    `token list` can say what happened to it and the lookup id is never handed out again.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    lookup_id: Mapped[str] = mapped_column(String(32), unique=True)
+    salt: Mapped[str] = mapped_column(String(64))
+    secret_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH))
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(TOKEN_NAME_LENGTH), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Expert(Base):
+    """`owner/name`: a sequence of immutable revisions; soft-deleted by setting `deleted_at`."""
+
+    __tablename__ = "experts"
+    __table_args__ = (
+        Index(
+            "uq_experts_live_owner_name",
+            "owner_id",
+            "name",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(ID_PART_LENGTH))
+    latest_revision: Mapped[int] = mapped_column(default=0)
+    # Numbers taken by earlier (deleted) experts of the name: this one's revisions follow them.
+    revisions_before: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    owner: Mapped[User] = relationship()
+    revisions: Mapped[list[Revision]] = relationship(
+        back_populates="expert", order_by="Revision.number"
+    )
+    # `select(...).join(Expert.latest)` pairs each expert with its latest revision.
+    latest: Mapped[Revision] = relationship(
+        primaryjoin="and_(Expert.id == foreign(Revision.expert_id), "
+        "Expert.latest_revision == foreign(Revision.number))",
+        viewonly=True,
+    )
+
+
+# `uq_experts_live_owner_name` serves exact lookups; this one makes `alice/Trivia` and `alice/trivia`
+# the same live name.
+Index(
+    "uq_experts_live_owner_lower_name",
+    Expert.owner_id,
+    func.lower(Expert.name),
+    unique=True,
+    sqlite_where=text("deleted_at IS NULL"),
+    postgresql_where=text("deleted_at IS NULL"),
+)
+
+
+class Revision(Base):
+    """One compressed upload: where its blob is, what it was made from, what it is for."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (UniqueConstraint("expert_id", "number", name="uq_revisions_expert_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), index=True)
+    number: Mapped[int]
+    blob_sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH), index=True)
+    blob_size: Mapped[int] = mapped_column(BigInteger)
+    blob_missing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    original_size: Mapped[int] = mapped_column(BigInteger)
+    original_dtype: Mapped[str] = mapped_column(String(32))
+    num_params: Mapped[int] = mapped_column(BigInteger)
+    density: Mapped[float]
+    scope: Mapped[str] = mapped_column(String(16))
+    sigma_min: Mapped[float]
+    sigma_mean: Mapped[float]
+    sigma_max: Mapped[float]
+    alpha_min: Mapped[float]
+    alpha_mean: Mapped[float]
+    alpha_max: Mapped[float]
+    factorisation: Mapped[str] = mapped_column(String(16), server_default="as-trained")
+    scale: Mapped[str] = mapped_column(String(16), server_default="entry")
+    # Fidelity (compeft_core.fidelity) over the modules; NULL before uploads measured it.
+    error_min: Mapped[float | None]
+    error_mean: Mapped[float | None]
+    error_max: Mapped[float | None]
+    cosine_min: Mapped[float | None]
+    cosine_mean: Mapped[float | None]
+    cosine_max: Mapped[float | None]
+    base_model: Mapped[str | None] = mapped_column(String(BASE_MODEL_LENGTH), index=True)
+    peft_type: Mapped[str] = mapped_column(String(32), index=True)
+    rank: Mapped[int | None]
+    lora_alpha: Mapped[float | None]
+    target_modules: Mapped[list[str]] = mapped_column(JSON)
+    adapter_config: Mapped[str] = mapped_column(Text)
+    task_description: Mapped[str] = mapped_column(Text)
+    sample_inputs: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    expert: Mapped[Expert] = relationship(back_populates="revisions")
+    tags: Mapped[list[RevisionTag]] = relationship(
+        cascade="all, delete-orphan", order_by="RevisionTag.tag", lazy="selectin"
+    )
+    embedding: Mapped[RevisionEmbedding | None] = relationship(cascade="all, delete-orphan")
+
+    @property
+    def tag_names(self) -> list[str]:
+        """The tags as plain strings, sorted."""
+        return [tag.tag for tag in self.tags]
+
+    @property
+    def compression_ratio(self) -> float:
+        """Uploaded safetensors bytes per blob byte."""
+        return self.original_size / self.blob_size
+
+    @property
+    def bits_per_param(self) -> float:
+        """Blob bits per dense parameter of the adapter."""
+        return 8 * self.blob_size / self.num_params
+
+    @property
+    def adapter_config_dict(self) -> dict[str, Any]:
+        """The uploaded adapter_config.json, parsed (it was validated as a JSON object)."""
+        parsed: dict[str, Any] = json.loads(self.adapter_config)
+        return parsed
+
+
+class RevisionTag(Base):
+    """One tag of one revision; a table (not JSON) so experts can be filtered by tag."""
+
+    __tablename__ = "revision_tags"
+
+    revision_id: Mapped[int] = mapped_column(
+        ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(TAG_LENGTH), primary_key=True, index=True)
+
+
+class RevisionEmbedding(Base):
+    """The task embedding of one revision and the embedder (name, version) that produced it.
+
+    A table of its own because revisions are immutable while embeddings are replaced by
+    `compeft-hub reembed` when the embedder changes. `vector` holds `dim` little-endian float32s.
+    """
+
+    __tablename__ = "revision_embeddings"
+
+    revision_id: Mapped[int] = mapped_column(
+        ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
+    )
+    embedder: Mapped[str] = mapped_column(String(EMBEDDER_LENGTH))
+    embedder_version: Mapped[str] = mapped_column(String(EMBEDDER_LENGTH))
+    dim: Mapped[int]
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IndexState(Base):
+    """One row whose `version` counts the changes search has to follow (see `index_log`)."""
+
+    __tablename__ = "index_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class IndexChange(Base):
+    """An expert whose searchable state (latest embedding, deletion) changed at `version`."""
+
+    __tablename__ = "index_changes"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), primary_key=True)
+
+
+class BlobClaim(Base):
+    """The writers of one blob that have put it (or are about to) and not yet committed or given up.
+
+    Content addressing lets uploads of the same bytes share a blob, so "is this blob still needed"
+    is a question about other requests and processes. Its row is the lock that orders every writer
+    against every deleter: see `registry.services.blob_claims`. `claimed_at` is the latest claim, so a
+    count left behind by a killed process is recognised as stale once it is old.
+    """
+
+    __tablename__ = "blob_claims"
+
+    sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH), primary_key=True)
+    writers: Mapped[int] = mapped_column(default=0)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
