@@ -49,8 +49,10 @@ def timed(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         start = time.perf_counter()
         result = function()
         times.append(time.perf_counter() - start)
-    print(f"  {getattr(function, '__name__', 'step')}: best {min(times) * 1e3:.1f} ms, "
-          f"median {statistics.median(times) * 1e3:.1f} ms over {repeats} runs")
+    print(
+        f"  {getattr(function, '__name__', 'step')}: best {min(times) * 1e3:.1f} ms, "
+        f"median {statistics.median(times) * 1e3:.1f} ms over {repeats} runs"
+    )
     return min(times), result
 
 
@@ -98,8 +100,9 @@ def run(tensors: dict[str, torch.Tensor], density: float, scope: str, repeats: i
         return compress(tensors, density, scope).to_bytes()
 
     def paper_encode() -> bytes:  # no balancing, the paper's per-tensor alphas
-        return compress(tensors, density, scope, factorisation="as-trained",
-                        scale="entry").to_bytes()
+        return compress(
+            tensors, density, scope, factorisation="as-trained", scale="entry"
+        ).to_bytes()
 
     def compeft_decode() -> dict[str, torch.Tensor]:
         return CompressedExpert.from_bytes(blob).decompress()
@@ -118,48 +121,72 @@ def run(tensors: dict[str, torch.Tensor], density: float, scope: str, repeats: i
 
     def figures(nbytes: int, enc: float, dec: float) -> dict[str, float]:
         return {
-            "bits_per_param": 8 * nbytes / n, "vs_entropy": nbytes / bound_bytes,
-            "ratio_vs_fp16": len(fp16) / nbytes, "ratio_vs_zstd_fp16": zstd_fp16 / nbytes,
-            "encode_mparams_s": n / enc / 1e6, "decode_mparams_s": n / dec / 1e6,
+            "bits_per_param": 8 * nbytes / n,
+            "vs_entropy": nbytes / bound_bytes,
+            "ratio_vs_fp16": len(fp16) / nbytes,
+            "ratio_vs_zstd_fp16": zstd_fp16 / nbytes,
+            "encode_mparams_s": n / enc / 1e6,
+            "decode_mparams_s": n / dec / 1e6,
         }
 
     return {
-        "params": n, "tensors": len(tensors), "density": density, "scope": scope,
-        "fp16_bytes": len(fp16), "zstd_fp16_bytes": zstd_fp16,
+        "params": n,
+        "tensors": len(tensors),
+        "density": density,
+        "scope": scope,
+        "fp16_bytes": len(fp16),
+        "zstd_fp16_bytes": zstd_fp16,
         "compeft": {"bytes": len(blob), **figures(len(blob), encode_s, decode_s)},
-        "compeft_paper_path": {"bytes": len(paper_blob),
-                               **figures(len(paper_blob), paper_encode_s, decode_s)},
-        "baseline_topk_2bit": {"bytes": baseline_nbytes(packed),
-                               **figures(baseline_nbytes(packed), base_encode_s, base_decode_s)},
+        "compeft_paper_path": {
+            "bytes": len(paper_blob),
+            **figures(len(paper_blob), paper_encode_s, decode_s),
+        },
+        "baseline_topk_2bit": {
+            "bytes": baseline_nbytes(packed),
+            **figures(baseline_nbytes(packed), base_encode_s, base_decode_s),
+        },
     }
 
 
 def print_report(result: dict) -> None:
     """A readable table, then the ratios of ComPEFT over the baseline."""
-    print(f"adapter: {result['params']:,} params in {result['tensors']} tensors, "
-          f"density {result['density']}, scope {result['scope']}")
+    print(
+        f"adapter: {result['params']:,} params in {result['tensors']} tensors, "
+        f"density {result['density']}, scope {result['scope']}"
+    )
     print(f"fp16 safetensors {result['fp16_bytes']:,} B, zstd fp16 {result['zstd_fp16_bytes']:,} B")
     header = ("bytes", "bits/param", "vs entropy", "x fp16", "x zstd", "enc Mp/s", "dec Mp/s")
     print(f"{'':22}" + "".join(f"{h:>12}" for h in header))
     for label in ("compeft", "compeft_paper_path", "baseline_topk_2bit"):
         r = result[label]
-        row = (f"{r['bytes']:,}", f"{r['bits_per_param']:.4f}", f"{r['vs_entropy']:.4f}",
-               f"{r['ratio_vs_fp16']:.1f}", f"{r['ratio_vs_zstd_fp16']:.1f}",
-               f"{r['encode_mparams_s']:.0f}", f"{r['decode_mparams_s']:.0f}")
+        row = (
+            f"{r['bytes']:,}",
+            f"{r['bits_per_param']:.4f}",
+            f"{r['vs_entropy']:.4f}",
+            f"{r['ratio_vs_fp16']:.1f}",
+            f"{r['ratio_vs_zstd_fp16']:.1f}",
+            f"{r['encode_mparams_s']:.0f}",
+            f"{r['decode_mparams_s']:.0f}",
+        )
         print(f"{label:22}" + "".join(f"{v:>12}" for v in row))
     ours, base = result["compeft"], result["baseline_topk_2bit"]
     paper = result["compeft_paper_path"]
-    print(f"compeft (balanced, unbiased) / paper path: encode "
-          f"{ours['encode_mparams_s'] / paper['encode_mparams_s']:.2f}x as fast")
-    print(f"compeft / baseline: size {ours['bytes'] / base['bytes']:.3f}x, "
-          f"encode {ours['encode_mparams_s'] / base['encode_mparams_s']:.2f}x faster, "
-          f"decode {ours['decode_mparams_s'] / base['decode_mparams_s']:.2f}x faster")
+    print(
+        f"compeft (balanced, unbiased) / paper path: encode "
+        f"{ours['encode_mparams_s'] / paper['encode_mparams_s']:.2f}x as fast"
+    )
+    print(
+        f"compeft / baseline: size {ours['bytes'] / base['bytes']:.3f}x, "
+        f"encode {ours['encode_mparams_s'] / base['encode_mparams_s']:.2f}x faster, "
+        f"decode {ours['decode_mparams_s'] / base['decode_mparams_s']:.2f}x faster"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse arguments, run, print the report and the final JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small adapter, one repeat")
     parser.add_argument("--density", type=float, default=0.1)
     parser.add_argument("--scope", choices=("tensor", "global"), default="tensor")
@@ -172,9 +199,16 @@ def main(argv: list[str] | None = None) -> dict:
         tensors = llama_32m()
     result = run(tensors, args.density, args.scope, 1 if args.quick else args.repeats)
     print_report(result)
-    summary = {key: result["compeft"][key] for key in
-               ("bits_per_param", "vs_entropy", "ratio_vs_fp16", "encode_mparams_s",
-                "decode_mparams_s")}
+    summary = {
+        key: result["compeft"][key]
+        for key in (
+            "bits_per_param",
+            "vs_entropy",
+            "ratio_vs_fp16",
+            "encode_mparams_s",
+            "decode_mparams_s",
+        )
+    }
     print(json.dumps(summary))
     return summary
 

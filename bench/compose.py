@@ -67,15 +67,30 @@ B_STD = 0.01  # trained LoRA B entries are typically 1e-3 .. 1e-2
 SHOTS = (
     ("Evaluate the boolean expression: not ( True and False ) or False\nAnswer:", " True"),
     ("Sort the following words alphabetically: pear apple mango\nAnswer:", " apple mango pear"),
-    ("Today is 3 March 2021. What is the date one week from today in MM/DD/YYYY?\nAnswer:",
-     " 03/10/2021"),
-    (('Is the following sentence plausible? "The striker scored a goal from the penalty spot."'
-      "\nAnswer:"), " yes"),
-    ("Which is heavier, a kilogram of feathers or two kilograms of iron?\nAnswer:",
-     " two kilograms of iron"),
+    (
+        "Today is 3 March 2021. What is the date one week from today in MM/DD/YYYY?\nAnswer:",
+        " 03/10/2021",
+    ),
+    (
+        (
+            'Is the following sentence plausible? "The striker scored a goal from the penalty spot."'
+            "\nAnswer:"
+        ),
+        " yes",
+    ),
+    (
+        "Which is heavier, a kilogram of feathers or two kilograms of iron?\nAnswer:",
+        " two kilograms of iron",
+    ),
 )
-TINY_LLAMA = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+TINY_LLAMA = LlamaConfig(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +107,12 @@ def smollm2_workload(shots: int) -> Workload:
     """SmolLM2-135M-Instruct on the first `shots` of SHOTS, loss on the answers only."""
     tokenizer, model = load_smollm2(CACHE_DIR)
     prompts, answers = zip(*SHOTS[:shots], strict=True)
-    return Workload("SmolLM2-135M-Instruct", model,
-                    FewShotLoss.from_text(tokenizer, prompts, answers, seq2seq=False), shots)
+    return Workload(
+        "SmolLM2-135M-Instruct",
+        model,
+        FewShotLoss.from_text(tokenizer, prompts, answers, seq2seq=False),
+        shots,
+    )
 
 
 def tiny_llama_workload(shots: int) -> Workload:
@@ -102,8 +121,12 @@ def tiny_llama_workload(shots: int) -> Workload:
     generator = torch.Generator().manual_seed(0)
     prompts = torch.randint(3, TINY_LLAMA.vocab_size, (shots, 8), generator=generator).tolist()
     answers = torch.randint(3, TINY_LLAMA.vocab_size, (shots, 3), generator=generator).tolist()
-    return Workload("tiny LLaMA (2 layers, hidden 64)", LlamaForCausalLM(TINY_LLAMA).eval(),
-                    FewShotLoss(prompts, answers, seq2seq=False), shots)
+    return Workload(
+        "tiny LLaMA (2 layers, hidden 64)",
+        LlamaForCausalLM(TINY_LLAMA).eval(),
+        FewShotLoss(prompts, answers, seq2seq=False),
+        shots,
+    )
 
 
 def random_experts(model: torch.nn.Module, count: int, rank: int) -> list[LoraExpert]:
@@ -113,18 +136,26 @@ def random_experts(model: torch.nn.Module, count: int, rank: int) -> list[LoraEx
     and training moves, is N(0, B_STD). Keys are those peft saves, so the reference loop's
     `set_peft_model_state_dict` takes the experts' tensors as they are.
     """
-    shapes = {path: (module.in_features, module.out_features)
-              for path, module in model.named_modules()
-              if path.rsplit(".", 1)[-1] in TARGETS and isinstance(module, torch.nn.Linear)}
-    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
-              "target_modules": list(TARGETS)}
+    shapes = {
+        path: (module.in_features, module.out_features)
+        for path, module in model.named_modules()
+        if path.rsplit(".", 1)[-1] in TARGETS and isinstance(module, torch.nn.Linear)
+    }
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "target_modules": list(TARGETS),
+    }
     experts = []
     for index in range(count):
         generator = torch.Generator().manual_seed(index)
         tensors = {}
         for path, (fan_in, fan_out) in shapes.items():
             tensors[lora_key(path, "A")] = torch.nn.init.kaiming_uniform_(
-                torch.empty(rank, fan_in), a=math.sqrt(5), generator=generator)
+                torch.empty(rank, fan_in), a=math.sqrt(5), generator=generator
+            )
             tensors[lora_key(path, "B")] = torch.randn(fan_out, rank, generator=generator) * B_STD
         experts.append(LoraExpert(f"random-{index:02d}", config, tensors))
     return experts
@@ -162,8 +193,9 @@ class Outcome:
     optimizer: str | None = None
 
 
-def weighted_state_dict(weights: Sequence[float], cache: Sequence[dict[str, torch.Tensor]]
-                        ) -> dict[str, torch.Tensor]:
+def weighted_state_dict(
+    weights: Sequence[float], cache: Sequence[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """The reference merge (`get_score`, `get_final_weights`): sum_i w_i * sd_i[key], key by key."""
     merged: dict[str, torch.Tensor] = {}
     for i, state_dict in enumerate(cache):
@@ -172,8 +204,14 @@ def weighted_state_dict(weights: Sequence[float], cache: Sequence[dict[str, torc
     return merged
 
 
-def reference_lorahub(peft_model: torch.nn.Module, cache: Sequence[dict[str, torch.Tensor]],
-                      loss: CountedLoss, *, budget: int, seed: int) -> tuple[np.ndarray, str]:
+def reference_lorahub(
+    peft_model: torch.nn.Module,
+    cache: Sequence[dict[str, torch.Tensor]],
+    loss: CountedLoss,
+    *,
+    budget: int,
+    seed: int,
+) -> tuple[np.ndarray, str]:
     """The reference `lorahub_learning` search loop; returns the recommended weights and the
     optimizer NGOpt chose. The model is left holding the recommended composition."""
     random.seed(seed)
@@ -182,11 +220,13 @@ def reference_lorahub(peft_model: torch.nn.Module, cache: Sequence[dict[str, tor
     def get_score(weights: np.ndarray) -> float:  # default_get_loss: mean / examples
         set_peft_model_state_dict(peft_model, weighted_state_dict(weights, cache))
         return loss(peft_model) / loss.num_examples + LORAHUB_REGULARIZATION * sum(
-            abs(w) for w in weights) / len(weights)
+            abs(w) for w in weights
+        ) / len(weights)
 
     count = len(cache)
-    instrum = ng.p.Array(init=[0] * count, upper=[LORAHUB_BOUND] * count,
-                         lower=[-LORAHUB_BOUND] * count)
+    instrum = ng.p.Array(
+        init=[0] * count, upper=[LORAHUB_BOUND] * count, lower=[-LORAHUB_BOUND] * count
+    )
     optimizer = ng.optimizers.NGOpt(parametrization=instrum, budget=budget)
     recommendation = optimizer.minimize(get_score)
     set_peft_model_state_dict(peft_model, weighted_state_dict(recommendation.value, cache))
@@ -250,8 +290,9 @@ class BenchResult:
         return self.timings["ours"].best / self.timings["reference"].best
 
 
-def run(workload: Workload, *, experts: int, rank: int, steps: int, seed: int, rounds: int
-        ) -> BenchResult:
+def run(
+    workload: Workload, *, experts: int, rank: int, steps: int, seed: int, rounds: int
+) -> BenchResult:
     """Build the experts and the composer (untimed), then time the three methods."""
     lora_experts = random_experts(workload.model, experts, rank)
     start = time.perf_counter()
@@ -264,8 +305,13 @@ def run(workload: Workload, *, experts: int, rank: int, steps: int, seed: int, r
     def ours() -> Outcome:
         counted = CountedLoss(workload.loss)
         result = lorahub_search(composer, counted, budget=steps, seed=seed)
-        return Outcome(counted.calls, counted.seconds, tuple(result.weights.values()),
-                       result.loss_after, result.search.optimizer_chosen)
+        return Outcome(
+            counted.calls,
+            counted.seconds,
+            tuple(result.weights.values()),
+            result.loss_after,
+            result.search.optimizer_chosen,
+        )
 
     def floor() -> Outcome:
         counted = CountedLoss(workload.loss)
@@ -275,10 +321,8 @@ def run(workload: Workload, *, experts: int, rank: int, steps: int, seed: int, r
 
     def reference() -> Outcome:
         counted = CountedLoss(workload.loss)
-        weights, optimizer = reference_lorahub(peft_model, cache, counted, budget=steps,
-                                               seed=seed)
-        return Outcome(counted.calls, counted.seconds, tuple(weights.tolist()),
-                       optimizer=optimizer)
+        weights, optimizer = reference_lorahub(peft_model, cache, counted, budget=steps, seed=seed)
+        return Outcome(counted.calls, counted.seconds, tuple(weights.tolist()), optimizer=optimizer)
 
     timings = round_robin({"ours": ours, "floor": floor, "reference": reference}, rounds)
     # Untimed: the loss of the reference's recommendation, loaded its way, then through ours.
@@ -287,9 +331,15 @@ def run(workload: Workload, *, experts: int, rank: int, steps: int, seed: int, r
     timings["reference"].outcome = replace(found, loss=workload.loss(peft_model))
     composer.apply(found.weights)
     return BenchResult(
-        workload=workload, experts=experts, rank=rank, steps=steps, seed=seed,
+        workload=workload,
+        experts=experts,
+        rank=rank,
+        steps=steps,
+        seed=seed,
         expert_params=sum(t.numel() for t in lora_experts[0].tensors.values()),
-        composer_s=composer_s, base_loss=base_loss, timings=timings,
+        composer_s=composer_s,
+        base_loss=base_loss,
+        timings=timings,
         reference_loss_through_composer=workload.loss(peft_model),
     )
 
@@ -298,46 +348,69 @@ def print_report(result: BenchResult) -> None:
     """The setting, one row per method, the ratios against their targets, the agreement."""
     timings = result.timings
     ours, reference = timings["ours"].outcome, timings["reference"].outcome
-    print(f"{result.workload.name}: {result.experts} random experts (LoRA r={result.rank}, "
-          f"alpha {2 * result.rank}, on {', '.join(TARGETS)}; {result.expert_params:,} params "
-          f"each), {result.steps} steps, {result.workload.shots} shots "
-          f"({result.workload.loss.num_tokens} answer tokens scored)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads for all three; "
-          f"nevergrad {ng.__version__}, NGOpt chose {ours.optimizer} (ours) and "
-          f"{reference.optimizer} (reference); seed {result.seed}; "
-          f"rounds: {len(timings['ours'].seconds)}, order rotated")
-    print(f"untimed setup: LoraComposer built in {result.composer_s:.2f} s; "
-          f"base model loss (all weights 0) {result.base_loss:.4f}")
-    print(f"{'':12}{'best s':>10}{'median s':>10}{'outside fwd':>13}{'forwards':>10}"
-          f"{'final loss':>12}")
+    print(
+        f"{result.workload.name}: {result.experts} random experts (LoRA r={result.rank}, "
+        f"alpha {2 * result.rank}, on {', '.join(TARGETS)}; {result.expert_params:,} params "
+        f"each), {result.steps} steps, {result.workload.shots} shots "
+        f"({result.workload.loss.num_tokens} answer tokens scored)"
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads for all three; "
+        f"nevergrad {ng.__version__}, NGOpt chose {ours.optimizer} (ours) and "
+        f"{reference.optimizer} (reference); seed {result.seed}; "
+        f"rounds: {len(timings['ours'].seconds)}, order rotated"
+    )
+    print(
+        f"untimed setup: LoraComposer built in {result.composer_s:.2f} s; "
+        f"base model loss (all weights 0) {result.base_loss:.4f}"
+    )
+    print(
+        f"{'':12}{'best s':>10}{'median s':>10}{'outside fwd':>13}{'forwards':>10}"
+        f"{'final loss':>12}"
+    )
     for name, timing in timings.items():
         loss = "" if timing.outcome.loss is None else f"{timing.outcome.loss:.4f}"
-        print(f"{name:12}{timing.best:>10.2f}{statistics.median(timing.seconds):>10.2f}"
-              f"{min(timing.outside):>13.3f}{timing.outcome.forwards:>10}{loss:>12}")
-    print(f"ours / floor {result.ratio_vs_floor:.3f} (target <= 1.10), "
-          f"ours / reference {result.ratio_vs_reference:.3f} (target <= 1.0)")
+        print(
+            f"{name:12}{timing.best:>10.2f}{statistics.median(timing.seconds):>10.2f}"
+            f"{min(timing.outside):>13.3f}{timing.outcome.forwards:>10}{loss:>12}"
+        )
+    print(
+        f"ours / floor {result.ratio_vs_floor:.3f} (target <= 1.10), "
+        f"ours / reference {result.ratio_vs_reference:.3f} (target <= 1.0)"
+    )
     forward_ms = timings["floor"].best / result.steps * 1e3
-    per_step = {name: min(timings[name].outside) / result.steps * 1e3
-                for name in ("ours", "reference")}
-    print(f"outside the forward passes (least disturbed round), a step: ours "
-          f"{per_step['ours']:.1f} ms ({per_step['ours'] / forward_ms:.1%} of a {forward_ms:.0f} ms "
-          f"forward pass), reference {per_step['reference']:.1f} ms "
-          f"({per_step['reference'] / forward_ms:.1%})")
+    per_step = {
+        name: min(timings[name].outside) / result.steps * 1e3 for name in ("ours", "reference")
+    }
+    print(
+        f"outside the forward passes (least disturbed round), a step: ours "
+        f"{per_step['ours']:.1f} ms ({per_step['ours'] / forward_ms:.1%} of a {forward_ms:.0f} ms "
+        f"forward pass), reference {per_step['reference']:.1f} ms "
+        f"({per_step['reference'] / forward_ms:.1%})"
+    )
     gap = max(abs(a - b) for a, b in zip(ours.weights, reference.weights, strict=True))
-    print(f"weights: max |ours - reference| {gap:.2e}; the reference's weights through "
-          f"LoraComposer give loss {result.reference_loss_through_composer:.4f} "
-          f"(set_peft_model_state_dict: {reference.loss:.4f})")
+    print(
+        f"weights: max |ours - reference| {gap:.2e}; the reference's weights through "
+        f"LoraComposer give loss {result.reference_loss_through_composer:.4f} "
+        f"(set_peft_model_state_dict: {reference.loss:.4f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Parse arguments, run, print the report and the final JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny LLaMA, 3 experts, 4 steps, 2 shots, one round")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny LLaMA, 3 experts, 4 steps, 2 shots, one round"
+    )
     parser.add_argument("--rounds", type=int, help="timed runs of each method (3; --quick: 1)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch intra-op threads, the same for all three (default: %(default)s)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch intra-op threads, the same for all three (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="nevergrad seed (LoraHub's default)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -345,13 +418,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         workload, experts, rank, steps = tiny_llama_workload(shots=2), 3, 8, 4
     else:
         workload, experts, rank, steps = smollm2_workload(shots=5), 20, 16, 40
-    result = run(workload, experts=experts, rank=rank, steps=steps, seed=args.seed,
-                 rounds=args.rounds or (1 if args.quick else 3))
+    result = run(
+        workload,
+        experts=experts,
+        rank=rank,
+        steps=steps,
+        seed=args.seed,
+        rounds=args.rounds or (1 if args.quick else 3),
+    )
     print_report(result)
-    summary = {"ours_s": result.timings["ours"].best, "floor_s": result.timings["floor"].best,
-               "reference_s": result.timings["reference"].best,
-               "ratio_vs_floor": result.ratio_vs_floor,
-               "ratio_vs_reference": result.ratio_vs_reference}
+    summary = {
+        "ours_s": result.timings["ours"].best,
+        "floor_s": result.timings["floor"].best,
+        "reference_s": result.timings["reference"].best,
+        "ratio_vs_floor": result.ratio_vs_floor,
+        "ratio_vs_reference": result.ratio_vs_reference,
+    }
     print(json.dumps(summary))
     return summary
 

@@ -42,8 +42,12 @@ from bench.smollm2 import load_smollm2
 from compeft_core.compress import compress
 from compeft_core.peft_io import read_adapter_folder
 
-CHOICES = (("as-trained", "entry"), ("balanced", "entry"), ("balanced", "unbiased"),
-           ("as-trained", "unbiased"))
+CHOICES = (
+    ("as-trained", "entry"),
+    ("balanced", "entry"),
+    ("balanced", "unbiased"),
+    ("as-trained", "unbiased"),
+)
 BASELINE = "as-trained/entry"
 MULTIPLIERS = (1.0, 0.71, 1.41, 2.0)  # ordered by preference when validation ties
 
@@ -64,8 +68,9 @@ def setting_key(factorisation: str, scale: str, density: float) -> str:
     return f"{factorisation}/{scale}@{density:g}"
 
 
-def measure_task(bench: Bench, model: torch.nn.Module, task: str, expert: dict[str, torch.Tensor],
-                 budget: Budget) -> dict[str, Any]:
+def measure_task(
+    bench: Bench, model: torch.nn.Module, task: str, expert: dict[str, torch.Tensor], budget: Budget
+) -> dict[str, Any]:
     """Base, fp16 and every setting's fidelity, bits and accuracies (stored alpha and tuned)."""
     with model.disable_adapter():
         result: dict[str, Any] = {"base": bench.score(model, task, "test")}
@@ -74,8 +79,9 @@ def measure_task(bench: Bench, model: torch.nn.Module, task: str, expert: dict[s
     result["settings"] = {}
     for density in budget.densities:
         for factorisation, scale in CHOICES:
-            compressed = compress(expert, density, factorisation=factorisation, scale=scale,
-                                  measure_fidelity=True)
+            compressed = compress(
+                expert, density, factorisation=factorisation, scale=scale, measure_fidelity=True
+            )
             fidelity = compressed.fidelity.values()
             decoded = compressed.decompress(dtype=torch.float32)
             validation = {}
@@ -87,13 +93,21 @@ def measure_task(bench: Bench, model: torch.nn.Module, task: str, expert: dict[s
             tuned = bench.score(model, task, "test")
             set_lora(model, decoded)
             result["settings"][setting_key(factorisation, scale, density)] = {
-                "stored": bench.score(model, task, "test"), "tuned": tuned, "multiplier": best,
+                "stored": bench.score(model, task, "test"),
+                "tuned": tuned,
+                "multiplier": best,
                 "cosine": fmean(f.cosine for f in fidelity),
                 "relative_error": fmean(f.relative_error for f in fidelity),
-                "bits_per_param": compressed.bits_per_param}
-    print(f"{task}: base {result['base']:.2f} fp16 {result['fp16']:.2f} | " + " | ".join(
-        f"{key} {s['stored']:.2f}/{s['tuned']:.2f} cos {s['cosine']:.2f}"
-        for key, s in result["settings"].items()), flush=True)
+                "bits_per_param": compressed.bits_per_param,
+            }
+    print(
+        f"{task}: base {result['base']:.2f} fp16 {result['fp16']:.2f} | "
+        + " | ".join(
+            f"{key} {s['stored']:.2f}/{s['tuned']:.2f} cos {s['cosine']:.2f}"
+            for key, s in result["settings"].items()
+        ),
+        flush=True,
+    )
     return result
 
 
@@ -111,29 +125,41 @@ def summarize(per_task: dict[str, dict[str, Any]]) -> dict[str, Any]:
         settings[key] = {
             "gain_kept": fmean(kept(n, key, "stored") for n in over),
             "gain_kept_tuned": fmean(kept(n, key, "tuned") for n in over),
-            **{field: fmean(per_task[n]["settings"][key][field] for n in per_task)
-               for field in ("cosine", "relative_error", "bits_per_param")}}
+            **{
+                field: fmean(per_task[n]["settings"][key][field] for n in per_task)
+                for field in ("cosine", "relative_error", "bits_per_param")
+            },
+        }
     return {"learned_tasks": learned, "baseline": BASELINE, "settings": settings}
 
 
 def print_table(summary: dict[str, Any]) -> None:
     """Each setting against the baseline at the same density."""
     print(f"learned tasks: {', '.join(summary['learned_tasks']) or 'none'}")
-    print(f"{'setting':32} {'gain kept':>9} {'tuned':>7} {'vs base':>8} {'cosine':>7} "
-          f"{'rel.err':>7} {'bits/p':>7}")
+    print(
+        f"{'setting':32} {'gain kept':>9} {'tuned':>7} {'vs base':>8} {'cosine':>7} "
+        f"{'rel.err':>7} {'bits/p':>7}"
+    )
     for key, s in summary["settings"].items():
         baseline = summary["settings"][BASELINE + "@" + key.split("@")[1]]["gain_kept"]
         ratio = f"{s['gain_kept'] / baseline:7.2f}x" if baseline > 0 else "       -"
-        print(f"{key:32} {s['gain_kept']:9.1%} {s['gain_kept_tuned']:7.1%} {ratio} "
-              f"{s['cosine']:7.3f} {s['relative_error']:7.3f} {s['bits_per_param']:7.3f}")
+        print(
+            f"{key:32} {s['gain_kept']:9.1%} {s['gain_kept_tuned']:7.1%} {ratio} "
+            f"{s['cosine']:7.3f} {s['relative_error']:7.3f} {s['bits_per_param']:7.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1 task, tiny splits")
-    parser.add_argument("--library", choices=sorted(LIBRARIES), default=FULL.library.kind.name,
-                        help="which expert library to measure (default %(default)s)")
+    parser.add_argument(
+        "--library",
+        choices=sorted(LIBRARIES),
+        default=FULL.library.kind.name,
+        help="which expert library to measure (default %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -143,14 +169,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tokenizer, base = load_smollm2(BENCH_DIR / ".cache")
     tasks = load_tasks(budget.sizes, library.tasks[: budget.tasks])
     tokens = library.kind.max_input_tokens
-    bench = Bench(tokenizer, base, tasks, tokens, {
-        t.name: {split: encode(tokenizer, t, getattr(t, split), tokens)
-                 for split in ("validation", "test")} for t in tasks})
+    bench = Bench(
+        tokenizer,
+        base,
+        tasks,
+        tokens,
+        {
+            t.name: {
+                split: encode(tokenizer, t, getattr(t, split), tokens)
+                for split in ("validation", "test")
+            }
+            for t in tasks
+        },
+    )
     with lora_model(base, library.kind.config_dict()) as model:
-        per_task = {t.name: measure_task(
-            bench, model, t.name,
-            {k: v.float() for k, v in read_adapter_folder(library.folder / t.name).tensors.items()},
-            budget) for t in tasks}
+        per_task = {
+            t.name: measure_task(
+                bench,
+                model,
+                t.name,
+                {
+                    k: v.float()
+                    for k, v in read_adapter_folder(library.folder / t.name).tensors.items()
+                },
+                budget,
+            )
+            for t in tasks
+        }
     summary = summarize(per_task)
     print_table(summary)
     summary["wall_s"] = time.perf_counter() - start

@@ -59,14 +59,17 @@ class Transfer:
 
 def write_experts(folder: Path, count: int, quick: bool) -> list[Path]:
     """One peft folder per expert, `expert-NN`, different weights for each."""
+
     def tensors(seed: int) -> dict[str, torch.Tensor]:
         if quick:  # 2.1M params: big enough that the bytes saved outweigh fixed costs
-            return llama_lora(layers=16, hidden=4096, rank=8,
-                              modules={"q_proj": 4096, "v_proj": 4096}, seed=seed)
+            return llama_lora(
+                layers=16, hidden=4096, rank=8, modules={"q_proj": 4096, "v_proj": 4096}, seed=seed
+            )
         return llama7b_qv_r16(seed=seed)
 
-    return [write_lora_folder(folder / f"expert-{index:02d}", tensors(index))
-            for index in range(count)]
+    return [
+        write_lora_folder(folder / f"expert-{index:02d}", tensors(index)) for index in range(count)
+    ]
 
 
 def upload_experts(hub: RunningHub, folders: list[Path], cache: Path) -> list[str]:
@@ -80,13 +83,19 @@ def upload_experts(hub: RunningHub, folders: list[Path], cache: Path) -> list[st
     return refs
 
 
-def measure(reset: Callable[[], None], fetch_all: Callable[[], None],
-            local_all: Callable[[], None], hub: RunningHub, repeats: int) -> Transfer:
+def measure(
+    reset: Callable[[], None],
+    fetch_all: Callable[[], None],
+    local_all: Callable[[], None],
+    hub: RunningHub,
+    repeats: int,
+) -> Transfer:
     """Time `fetch_all` (over loopback; its wire bytes counted) after `reset` (untimed: emptying
     the cache), then `local_all` (the local work on what was fetched), alternately.
 
     Alternating keeps both under the same load on a shared machine.
     """
+
     def step() -> tuple[float, float, WireBytes]:
         reset()
         before = hub.wire()
@@ -96,22 +105,30 @@ def measure(reset: Callable[[], None], fetch_all: Callable[[], None],
         return loopback_s, local_s, wire
 
     samples = repeated(step, repeats)
-    return Transfer(samples[-1][2], Timing([s[0] for s in samples]),
-                    Timing([s[1] for s in samples]))
+    return Transfer(
+        samples[-1][2], Timing([s[0] for s in samples]), Timing([s[1] for s in samples])
+    )
 
 
-def compressed_transfer(hub: RunningHub, refs: list[str], cache: Path,
-                        repeats: int) -> Transfer:
+def compressed_transfer(hub: RunningHub, refs: list[str], cache: Path, repeats: int) -> Transfer:
     """`HubClient.load` of every expert into fp16: from an empty cache, then from the warm one
     with the network off (what remains is the SDK's local work: sha256 check and decode)."""
-    with HubClient(hub.url, hub.token, cache, progress=False) as online, \
-            HubClient(hub.url, hub.token, cache, progress=False, offline=True) as offline:
+    with (
+        HubClient(hub.url, hub.token, cache, progress=False) as online,
+        HubClient(hub.url, hub.token, cache, progress=False, offline=True) as offline,
+    ):
+
         def load_all(client: HubClient) -> None:
             for ref in refs:
                 client.load(ref, dtype=torch.float16)
 
-        return measure(lambda: shutil.rmtree(cache, ignore_errors=True),
-                       lambda: load_all(online), lambda: load_all(offline), hub, repeats)
+        return measure(
+            lambda: shutil.rmtree(cache, ignore_errors=True),
+            lambda: load_all(online),
+            lambda: load_all(offline),
+            hub,
+            repeats,
+        )
 
 
 def uncompressed_transfer(hub: RunningHub, folders: list[Path], repeats: int) -> Transfer:
@@ -121,6 +138,7 @@ def uncompressed_transfer(hub: RunningHub, folders: list[Path], repeats: int) ->
     bodies: list[bytes] = []
 
     with httpx.Client() as client:
+
         def fetch_all() -> None:
             for url in urls:
                 response = client.get(url)
@@ -135,31 +153,41 @@ def uncompressed_transfer(hub: RunningHub, folders: list[Path], repeats: int) ->
         return measure(bodies.clear, fetch_all, parse_all, hub, repeats)
 
 
-def print_report(experts: int, params: int, upload: float, compressed: Transfer,
-                 uncompressed: Transfer) -> dict[str, float]:
+def print_report(
+    experts: int, params: int, upload: float, compressed: Transfer, uncompressed: Transfer
+) -> dict[str, float]:
     """A table of both ways, then the modelled speedup at the best and the median local times."""
     print(f"{experts} experts, {params:,} params each; upload of all: {upload:.1f} s")
-    print(f"{'':14}{'wire down B':>14}{'wire up B':>11}{'loopback best/median s':>25}"
-          f"{'local best/median s':>22}{'at 100 Mbit/s s':>18}")
+    print(
+        f"{'':14}{'wire down B':>14}{'wire up B':>11}{'loopback best/median s':>25}"
+        f"{'local best/median s':>22}{'at 100 Mbit/s s':>18}"
+    )
     for label, way in (("compressed", compressed), ("uncompressed", uncompressed)):
-        print(f"{label:14}{way.wire.sent:>14,}{way.wire.received:>11,}"
-              f"{way.loopback.best:>15.3f} / {way.loopback.median:.3f}"
-              f"{way.local.best:>13.3f} / {way.local.median:.3f}"
-              f"{way.at_link(way.local.best):>18.2f}")
+        print(
+            f"{label:14}{way.wire.sent:>14,}{way.wire.received:>11,}"
+            f"{way.loopback.best:>15.3f} / {way.loopback.median:.3f}"
+            f"{way.local.best:>13.3f} / {way.local.median:.3f}"
+            f"{way.at_link(way.local.best):>18.2f}"
+        )
     speedup = uncompressed.at_link(uncompressed.local.best) / compressed.at_link(
-        compressed.local.best)
+        compressed.local.best
+    )
     speedup_median = uncompressed.at_link(uncompressed.local.median) / compressed.at_link(
-        compressed.local.median)
-    print(f"bytes: {uncompressed.wire.sent / compressed.wire.sent:.1f}x fewer compressed; "
-          f"at 100 Mbit/s: {speedup:.1f}x faster end to end (best local times), "
-          f"{speedup_median:.1f}x (median)")
+        compressed.local.median
+    )
+    print(
+        f"bytes: {uncompressed.wire.sent / compressed.wire.sent:.1f}x fewer compressed; "
+        f"at 100 Mbit/s: {speedup:.1f}x faster end to end (best local times), "
+        f"{speedup_median:.1f}x (median)"
+    )
     return {"speedup": speedup, "speedup_median": speedup_median}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, write and upload the experts, fetch both ways, print the report."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="4 experts of 2.1M params, one run")
     parser.add_argument("--experts", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
@@ -169,18 +197,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-fetch-") as tmp:
         workdir = Path(tmp)
         folders = write_experts(workdir / "experts", count, args.quick)
-        params = sum(t.numel() for t in safetensors.torch.load_file(
-            folders[0] / WEIGHTS_NAME).values())
+        params = sum(
+            t.numel() for t in safetensors.torch.load_file(folders[0] / WEIGHTS_NAME).values()
+        )
         data_dir = workdir / "hub"
         data_dir.mkdir()
-        with running_hub(data_dir, (data_dir / "blobs").as_uri(),
-                         static_dir=workdir / "experts") as hub:
+        with running_hub(
+            data_dir, (data_dir / "blobs").as_uri(), static_dir=workdir / "experts"
+        ) as hub:
             upload_s, refs = timed(lambda: upload_experts(hub, folders, workdir / "cache-upload"))
             compressed = compressed_transfer(hub, refs, workdir / "cache", repeats)
             uncompressed = uncompressed_transfer(hub, folders, repeats)
     speedups = print_report(count, params, upload_s, compressed, uncompressed)
-    summary = {"compressed_bytes": compressed.wire.sent,
-               "uncompressed_bytes": uncompressed.wire.sent, **speedups}
+    summary = {
+        "compressed_bytes": compressed.wire.sent,
+        "uncompressed_bytes": uncompressed.wire.sent,
+        **speedups,
+    }
     print(json.dumps(summary))
     return summary
 

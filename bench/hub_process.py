@@ -80,9 +80,16 @@ class WireCounter:
 
     async def _answer_totals(self, send: Send) -> None:
         body = json.dumps({"received": self.received, "sent": self.sent}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -127,8 +134,12 @@ def create_bench_token(settings: Settings, user: str) -> str:
 
 @contextmanager
 def running_hub(
-    data_dir: Path, blob_store_url: str, *, extra_env: Mapping[str, str] | None = None,
-    static_dir: Path | None = None, user: str = "bench",
+    data_dir: Path,
+    blob_store_url: str,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    static_dir: Path | None = None,
+    user: str = "bench",
 ) -> Iterator[RunningHub]:
     """Start a hub on a SQLite file in `data_dir` and blobs at `blob_store_url`, in a child
     process; `extra_env` reaches only the child (AWS credentials of an S3 store).
@@ -138,12 +149,19 @@ def running_hub(
     can take the port between choosing and binding it. The child is stopped by its PID; if the
     block fails, the end of the server's log is printed (a 500 says no more than that).
     """
-    settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'hub.sqlite3'}",
-                        blob_store_url=blob_store_url)
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'hub.sqlite3'}",
+        blob_store_url=blob_store_url,
+    )
     token = create_bench_token(settings, user)
-    env = {**os.environ, **(extra_env or {}), "COMPEFT_HUB_DATA_DIR": str(data_dir),
-           "COMPEFT_HUB_DATABASE_URL": settings.sqlalchemy_url,
-           "COMPEFT_HUB_BLOB_STORE_URL": blob_store_url}
+    env = {
+        **os.environ,
+        **(extra_env or {}),
+        "COMPEFT_HUB_DATA_DIR": str(data_dir),
+        "COMPEFT_HUB_DATABASE_URL": settings.sqlalchemy_url,
+        "COMPEFT_HUB_BLOB_STORE_URL": blob_store_url,
+    }
     log_path = data_dir / "server.log"
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -152,8 +170,14 @@ def running_hub(
     if static_dir is not None:
         command += ["--static", str(static_dir)]
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, env=env, pass_fds=[sock.fileno()],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            pass_fds=[sock.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     sock.close()
     try:
         wait_until_healthy(process, url, START_TIMEOUT_S)
@@ -184,8 +208,11 @@ def wait_until_healthy(process: subprocess.Popen[bytes], url: str, timeout_s: fl
         time.sleep(0.2)
 
 
-def stop_process(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM,
-                 grace_s: float = STOP_GRACE_S) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes],
+    sig: signal.Signals = signal.SIGTERM,
+    grace_s: float = STOP_GRACE_S,
+) -> None:
     """Send `sig` (SIGTERM: uvicorn finishes what is in flight and exits), SIGKILL after
     `grace_s` seconds."""
     if process.poll() is None:
@@ -219,8 +246,9 @@ def serve(fd: int, static_dir: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--fd", type=int, required=True, help="inherited listening socket")
     parser.add_argument("--static", type=Path, help="serve this folder under " + FILES_PATH)
     args = parser.parse_args()

@@ -98,8 +98,11 @@ def results_dir(library: str) -> Path:
 Tensors = dict[str, torch.Tensor]
 # A's with A's and B's with B's (LoraHub-like: cross terms), or the updates B·A themselves: exactly
 # (rank Σr), truncated back to rank r by SVD, or TIES of the dense updates truncated to rank r.
-PRODUCT_MERGES: dict[str, ProductMethod] = {"product": "concat", "product-svd": "svd",
-                                            "ties-product": "ties"}
+PRODUCT_MERGES: dict[str, ProductMethod] = {
+    "product": "concat",
+    "product-svd": "svd",
+    "ties-product": "ties",
+}
 MERGE_METHODS = ("weights", *PRODUCT_MERGES)
 
 
@@ -118,8 +121,9 @@ class Setting:
 
 
 _COMPRESS_DEFAULTS = inspect.signature(compress).parameters
-DEFAULT_SETTING = Setting(*(_COMPRESS_DEFAULTS[name].default
-                            for name in ("density", "scope", "factorisation", "scale")))
+DEFAULT_SETTING = Setting(
+    *(_COMPRESS_DEFAULTS[name].default for name in ("density", "scope", "factorisation", "scale"))
+)
 # The paper's choice (ComPEFT's reference code), measured beside the default at each density.
 PAPER = {"factorisation": "as-trained", "scale": "entry"}
 
@@ -128,9 +132,11 @@ def settings_grid(densities: Sequence[float]) -> tuple[Setting, ...]:
     """The default at each density, the paper's factorisation and scale at each density, and the
     default at its density in the other scope."""
     other_scope = "global" if DEFAULT_SETTING.scope == "tensor" else "tensor"
-    return (*(replace(DEFAULT_SETTING, density=d) for d in densities),
-            *(replace(DEFAULT_SETTING, density=d, **PAPER) for d in densities),
-            replace(DEFAULT_SETTING, scope=other_scope))
+    return (
+        *(replace(DEFAULT_SETTING, density=d) for d in densities),
+        *(replace(DEFAULT_SETTING, density=d, **PAPER) for d in densities),
+        replace(DEFAULT_SETTING, scope=other_scope),
+    )
 
 
 @dataclass(frozen=True)
@@ -149,15 +155,34 @@ class Budget:
     compose_modes: tuple[str, ...]  # compeft_core.compose's modes
 
 
-FULL = Budget(LIBRARIES[ALL_MODULES.name], SIZES, settings=settings_grid((0.05, 0.1, 0.2)),
-              alpha_multipliers=(1.0, 1.41, 2.0, 2.83, 0.71),
-              merge_coefficients=(0.2, 0.3, 0.5, 0.71, 1.0), merge_methods=MERGE_METHODS,
-              shots=5, retrieved=10, compose_steps=20, compose_modes=("lorahub", "cat"))
-QUICK = Budget(Library(Q_V, ("chatterbot-category", "speech-language"),
-                       Schedule(max_steps=1, eval_every=1, patience=1, batch_size=4, lr=3e-3)),
-               SplitSizes(train=8, validation=4, test=4), settings=(DEFAULT_SETTING,),
-               alpha_multipliers=(1.0,), merge_coefficients=(1.0,), merge_methods=MERGE_METHODS,
-               shots=2, retrieved=1, compose_steps=1, compose_modes=("lorahub", "cat"))
+FULL = Budget(
+    LIBRARIES[ALL_MODULES.name],
+    SIZES,
+    settings=settings_grid((0.05, 0.1, 0.2)),
+    alpha_multipliers=(1.0, 1.41, 2.0, 2.83, 0.71),
+    merge_coefficients=(0.2, 0.3, 0.5, 0.71, 1.0),
+    merge_methods=MERGE_METHODS,
+    shots=5,
+    retrieved=10,
+    compose_steps=20,
+    compose_modes=("lorahub", "cat"),
+)
+QUICK = Budget(
+    Library(
+        Q_V,
+        ("chatterbot-category", "speech-language"),
+        Schedule(max_steps=1, eval_every=1, patience=1, batch_size=4, lr=3e-3),
+    ),
+    SplitSizes(train=8, validation=4, test=4),
+    settings=(DEFAULT_SETTING,),
+    alpha_multipliers=(1.0,),
+    merge_coefficients=(1.0,),
+    merge_methods=MERGE_METHODS,
+    shots=2,
+    retrieved=1,
+    compose_steps=1,
+    compose_modes=("lorahub", "cat"),
+)
 
 
 @dataclass
@@ -178,26 +203,37 @@ class Bench:
         return accuracy(model, self.data[task][split], self.pad)
 
 
-def upload_settings(client: HubClient, owner: str, folder: Path, task: LabelTask,
-                    settings: Sequence[Setting]) -> dict[str, dict[str, Any]]:
+def upload_settings(
+    client: HubClient, owner: str, folder: Path, task: LabelTask, settings: Sequence[Setting]
+) -> dict[str, dict[str, Any]]:
     """Upload one expert once per setting, as revisions 1.. of `owner/<task>`; the hub compresses.
 
     Returns, per setting, the pinned reference, the hub's size figures and its fidelity summary.
     """
     uploaded = {}
     for setting in settings:
-        created = client.upload(folder, f"{owner}/{task.name}", description=task.instruction,
-                                samples=[e.text for e in task.train[:20]], **asdict(setting))
+        created = client.upload(
+            folder,
+            f"{owner}/{task.name}",
+            description=task.instruction,
+            samples=[e.text for e in task.train[:20]],
+            **asdict(setting),
+        )
         uploaded[setting.key] = {
-            "ref": f"{created.id}@{created.revision}", **asdict(setting),
-            "blob_bytes": created.blob_bytes, "original_bytes": created.original_bytes,
-            "num_params": created.num_params, "bits_per_param": created.bits_per_param,
-            "fidelity": created.fidelity.model_dump() if created.fidelity else None}
+            "ref": f"{created.id}@{created.revision}",
+            **asdict(setting),
+            "blob_bytes": created.blob_bytes,
+            "original_bytes": created.original_bytes,
+            "num_params": created.num_params,
+            "bits_per_param": created.bits_per_param,
+            "fidelity": created.fidelity.model_dump() if created.fidelity else None,
+        }
     return uploaded
 
 
-def fetch_settings(client: HubClient, hub: RunningHub, uploaded: dict[str, dict[str, Any]]
-                   ) -> dict[str, Tensors]:
+def fetch_settings(
+    client: HubClient, hub: RunningHub, uploaded: dict[str, dict[str, Any]]
+) -> dict[str, Tensors]:
     """Each setting's adapter through `HubClient.load` (default alphas), recording the HTTP body
     bytes the server sent for it into `uploaded`."""
     fetched = {}
@@ -208,8 +244,14 @@ def fetch_settings(client: HubClient, hub: RunningHub, uploaded: dict[str, dict[
     return fetched
 
 
-def measure_task(bench: Bench, model: PeftModel, task: LabelTask, expert: Tensors,
-                 fetched: dict[str, Tensors], budget: Budget) -> dict[str, Any]:
+def measure_task(
+    bench: Bench,
+    model: PeftModel,
+    task: LabelTask,
+    expert: Tensors,
+    fetched: dict[str, Tensors],
+    budget: Budget,
+) -> dict[str, Any]:
     """Base, uncompressed and every setting: with the stored alphas (`test_stored`, what a user
     gets) and with the alpha multiplier picked on validation (`test`)."""
     with model.disable_adapter():
@@ -227,12 +269,17 @@ def measure_task(bench: Bench, model: PeftModel, task: LabelTask, expert: Tensor
         tuned = bench.score(model, task.name, "test")
         if best != 1.0:
             set_lora(model, tensors)
-        result["settings"][key] = {"validation": {f"{m:g}": a for m, a in validation.items()},
-                                   "multiplier": best, "test": tuned,
-                                   "test_stored": (tuned if best == 1.0 else
-                                                   bench.score(model, task.name, "test"))}
-    print(f"{task.name}: base {result['base']:.3f}, uncompressed {result['uncompressed']:.3f}, "
-          + ", ".join(f"{k} {v['test']:.3f}" for k, v in result["settings"].items()), flush=True)
+        result["settings"][key] = {
+            "validation": {f"{m:g}": a for m, a in validation.items()},
+            "multiplier": best,
+            "test": tuned,
+            "test_stored": (tuned if best == 1.0 else bench.score(model, task.name, "test")),
+        }
+    print(
+        f"{task.name}: base {result['base']:.3f}, uncompressed {result['uncompressed']:.3f}, "
+        + ", ".join(f"{k} {v['test']:.3f}" for k, v in result["settings"].items()),
+        flush=True,
+    )
     return result
 
 
@@ -246,67 +293,103 @@ def merged_adapter(experts: list[LoraExpert], method: str) -> ComposedAdapter:
     return merge_lora_products(experts, ones, PRODUCT_MERGES[method])
 
 
-def measure_merge(bench: Bench, variants: dict[str, list[LoraExpert]],
-                  coefficients: Sequence[float], methods: Sequence[str]) -> dict[str, Any]:
+def measure_merge(
+    bench: Bench,
+    variants: dict[str, list[LoraExpert]],
+    coefficients: Sequence[float],
+    methods: Sequence[str],
+) -> dict[str, Any]:
     """Task arithmetic of all experts by each method, one coefficient per variant and method
     picked on the mean validation accuracy over the tasks."""
     merged_results: dict[str, dict[str, Any]] = {}
     for variant, experts in variants.items():
         merged_results[variant] = {}
         for method in methods:
-            result = _measure_merged(bench, merged_adapter(experts, method),
-                                     quadratic=method == "weights", coefficients=coefficients)
+            result = _measure_merged(
+                bench,
+                merged_adapter(experts, method),
+                quadratic=method == "weights",
+                coefficients=coefficients,
+            )
             merged_results[variant][method] = result
-            print(f"merge {variant} by {method}: coefficient {result['coefficient']}, mean test "
-                  f"{fmean(result['test'].values()):.3f}", flush=True)
+            print(
+                f"merge {variant} by {method}: coefficient {result['coefficient']}, mean test "
+                f"{fmean(result['test'].values()):.3f}",
+                flush=True,
+            )
     return merged_results
 
 
-def _measure_merged(bench: Bench, adapter: ComposedAdapter, quadratic: bool,
-                    coefficients: Sequence[float]) -> dict[str, Any]:
+def _measure_merged(
+    bench: Bench, adapter: ComposedAdapter, quadratic: bool, coefficients: Sequence[float]
+) -> dict[str, Any]:
     """The merged adapter at its best coefficient on validation (factors times c when its update
     is `quadratic` in c, else times √c), then on every task's test split."""
     with lora_model(bench.base, adapter.config) as model:
         validation = {}
         for coefficient in coefficients:
-            set_lora(model, adapter.tensors,
-                     coefficient if quadratic else math.sqrt(coefficient))
-            validation[coefficient] = fmean(bench.score(model, t.name, "validation")
-                                            for t in bench.tasks)
+            set_lora(model, adapter.tensors, coefficient if quadratic else math.sqrt(coefficient))
+            validation[coefficient] = fmean(
+                bench.score(model, t.name, "validation") for t in bench.tasks
+            )
         best = max(coefficients, key=lambda c: validation[c])
         set_lora(model, adapter.tensors, best if quadratic else math.sqrt(best))
-        return {"validation": {f"{c:g}": a for c, a in validation.items()},
-                "coefficient": best, "rank": adapter.config["r"],
-                "test": {t.name: bench.score(model, t.name, "test") for t in bench.tasks}}
+        return {
+            "validation": {f"{c:g}": a for c, a in validation.items()},
+            "coefficient": best,
+            "rank": adapter.config["r"],
+            "test": {t.name: bench.score(model, t.name, "test") for t in bench.tasks},
+        }
 
 
-def measure_composition(bench: Bench, client: HubClient, owner: str,
-                        variants: dict[str, dict[str, LoraExpert]], budget: Budget, seed: int
-                        ) -> dict[str, Any]:
+def measure_composition(
+    bench: Bench,
+    client: HubClient,
+    owner: str,
+    variants: dict[str, dict[str, LoraExpert]],
+    budget: Budget,
+    seed: int,
+) -> dict[str, Any]:
     """Leave each task out, retrieve others through the hub's search with its first shots,
     and compare the top-1 expert alone with a LoraHub search over the retrieved ones, in each
     composition mode ("composed": the first mode's; every mode's under its name)."""
     results = {}
     for task in bench.tasks:
         shots = task.train[: budget.shots]
-        prompts, answers = prompts_and_answers(bench.tokenizer, task, shots,
-                                               bench.max_input_tokens)
-        hits = client.search(examples=[e.text for e in shots], base_model=BASE_MODEL,
-                             k=budget.retrieved, exclude=[f"{owner}/{task.name}"])
+        prompts, answers = prompts_and_answers(bench.tokenizer, task, shots, bench.max_input_tokens)
+        hits = client.search(
+            examples=[e.text for e in shots],
+            base_model=BASE_MODEL,
+            k=budget.retrieved,
+            exclude=[f"{owner}/{task.name}"],
+        )
         retrieved = [hit.id.split("/", 1)[1] for hit in hits]
         loss = in_bf16(FewShotLoss.from_text(bench.tokenizer, prompts, answers, seq2seq=False))
         results[task.name] = {"retrieved": retrieved}
         for variant, experts in variants.items():
             chosen = [experts[name] for name in retrieved]
             top1 = _top1(bench, task, chosen[0])
-            results[task.name][variant] = {"top1": top1, **{
-                mode: _compose_searched(bench, task, chosen, mode, loss, len(shots),
-                                        budget.compose_steps, seed)
-                for mode in budget.compose_modes}}
-        print(f"compose {task.name} from {retrieved}: " + ", ".join(
-            f"{v} top-1 {results[task.name][v]['top1']:.3f} " + " ".join(
-                f"{mode} {results[task.name][v][mode]['composed']:.3f}"
-                for mode in budget.compose_modes) for v in variants), flush=True)
+            results[task.name][variant] = {
+                "top1": top1,
+                **{
+                    mode: _compose_searched(
+                        bench, task, chosen, mode, loss, len(shots), budget.compose_steps, seed
+                    )
+                    for mode in budget.compose_modes
+                },
+            }
+        print(
+            f"compose {task.name} from {retrieved}: "
+            + ", ".join(
+                f"{v} top-1 {results[task.name][v]['top1']:.3f} "
+                + " ".join(
+                    f"{mode} {results[task.name][v][mode]['composed']:.3f}"
+                    for mode in budget.compose_modes
+                )
+                for v in variants
+            ),
+            flush=True,
+        )
     return results
 
 
@@ -317,88 +400,142 @@ def _top1(bench: Bench, task: LabelTask, expert: LoraExpert) -> float:
         return bench.score(model, task.name, "test")
 
 
-def _compose_searched(bench: Bench, task: LabelTask, experts: list[LoraExpert], mode: str,
-                      loss: Callable[[torch.nn.Module], float], shots: int, steps: int,
-                      seed: int) -> dict[str, Any]:
+def _compose_searched(
+    bench: Bench,
+    task: LabelTask,
+    experts: list[LoraExpert],
+    mode: str,
+    loss: Callable[[torch.nn.Module], float],
+    shots: int,
+    steps: int,
+    seed: int,
+) -> dict[str, Any]:
     """LoraHub's search over the retrieved experts in one composition mode, then the test split."""
     composer = LoraComposer(bench.base, experts, mode)
     try:
-        found = lorahub_search(composer, loss, budget=steps, seed=seed,
-                               regularization=lorahub_regularization(shots))
-        return {"composed": bench.score(composer.peft_model, task.name, "test"),
-                "weights": list(found.weights.values()), "loss_before": found.loss_before,
-                "loss_after": found.loss_after}
+        found = lorahub_search(
+            composer, loss, budget=steps, seed=seed, regularization=lorahub_regularization(shots)
+        )
+        return {
+            "composed": bench.score(composer.peft_model, task.name, "test"),
+            "weights": list(found.weights.values()),
+            "loss_before": found.loss_before,
+            "loss_after": found.loss_after,
+        }
     finally:
         composer.peft_model.unload()
 
 
-def expert_variants(kind: ExpertKind, stored: dict[str, Tensors],
-                    fetched: dict[str, dict[str, Tensors]]) -> dict[str, dict[str, LoraExpert]]:
+def expert_variants(
+    kind: ExpertKind, stored: dict[str, Tensors], fetched: dict[str, dict[str, Tensors]]
+) -> dict[str, dict[str, LoraExpert]]:
     """The experts that merging and composition combine: the fp16 ones, and the hub's default
     setting with the alphas its blobs store (what `HubClient.load` gives a user, untuned)."""
     config = kind.config_dict()
     return {
-        "uncompressed": {name: LoraExpert(name, config, {k: v.float() for k, v in t.items()})
-                         for name, t in stored.items()},
-        "compressed": {name: LoraExpert(name, config, fetched[name][DEFAULT_SETTING.key])
-                       for name in stored},
+        "uncompressed": {
+            name: LoraExpert(name, config, {k: v.float() for k, v in t.items()})
+            for name, t in stored.items()
+        },
+        "compressed": {
+            name: LoraExpert(name, config, fetched[name][DEFAULT_SETTING.key]) for name in stored
+        },
     }
 
 
-def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int
-        ) -> dict[str, Any]:
+def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int) -> dict[str, Any]:
     """Everything, in order: experts, hub round trips, per-task settings, merging, composition."""
     torch.manual_seed(seed)
     tokenizer, base = load_smollm2(BENCH_DIR / ".cache")
     library = budget.library
     tasks = load_tasks(budget.sizes, library.tasks, seed)
-    bench = Bench(tokenizer, base, tasks, library.kind.max_input_tokens, {
-        t.name: {split: encode(tokenizer, t, getattr(t, split), library.kind.max_input_tokens)
-                 for split in ("train", "validation", "test")} for t in tasks})
+    bench = Bench(
+        tokenizer,
+        base,
+        tasks,
+        library.kind.max_input_tokens,
+        {
+            t.name: {
+                split: encode(tokenizer, t, getattr(t, split), library.kind.max_input_tokens)
+                for split in ("train", "validation", "test")
+            }
+            for t in tasks
+        },
+    )
     train_library(library, library.tasks, retrain, experts_dir, budget.sizes)
     folders = {t.name: experts_dir / t.name for t in tasks}
     stored = {name: dict(read_adapter_folder(path).tensors) for name, path in folders.items()}
     # The bench uploads every task's settings in a burst, faster than a token's default write
     # rate: its own hub has no write limit.
-    with running_hub(work, (work / "blobs").as_uri(),
-                     extra_env={"COMPEFT_HUB_WRITES_PER_MINUTE": "0"}) as hub, \
-            HubClient(hub.url, hub.token, work / "cache", progress=False) as client:
-        uploads = {t.name: upload_settings(client, hub.user, folders[t.name], t,
-                                           budget.settings)
-                   for t in tasks}
+    with (
+        running_hub(
+            work, (work / "blobs").as_uri(), extra_env={"COMPEFT_HUB_WRITES_PER_MINUTE": "0"}
+        ) as hub,
+        HubClient(hub.url, hub.token, work / "cache", progress=False) as client,
+    ):
+        uploads = {
+            t.name: upload_settings(client, hub.user, folders[t.name], t, budget.settings)
+            for t in tasks
+        }
         fetched = {t.name: fetch_settings(client, hub, uploads[t.name]) for t in tasks}
         with lora_model(base, library.kind.config_dict()) as model:
-            per_task = {t.name: measure_task(bench, model, t, stored[t.name], fetched[t.name],
-                                             budget) for t in tasks}
+            per_task = {
+                t.name: measure_task(bench, model, t, stored[t.name], fetched[t.name], budget)
+                for t in tasks
+            }
         variants = expert_variants(library.kind, stored, fetched)
-        merge = measure_merge(bench, {v: list(e.values()) for v, e in variants.items()},
-                              budget.merge_coefficients, budget.merge_methods)
+        merge = measure_merge(
+            bench,
+            {v: list(e.values()) for v, e in variants.items()},
+            budget.merge_coefficients,
+            budget.merge_methods,
+        )
         compose = measure_composition(bench, client, hub.user, variants, budget, seed)
-    return {"budget": asdict(budget), "seed": seed,
-            "default_setting": DEFAULT_SETTING.key,
-            "tasks": {t.name: {"labels": list(t.labels), "source": t.source,
-                               "instruction": t.instruction,
-                               "splits": {s: len(getattr(t, s))
-                                          for s in ("train", "validation", "test")},
-                               "uploads": uploads[t.name], **per_task[t.name]} for t in tasks},
-            "merge": merge, "compose": compose}
+    return {
+        "budget": asdict(budget),
+        "seed": seed,
+        "default_setting": DEFAULT_SETTING.key,
+        "tasks": {
+            t.name: {
+                "labels": list(t.labels),
+                "source": t.source,
+                "instruction": t.instruction,
+                "splits": {s: len(getattr(t, s)) for s in ("train", "validation", "test")},
+                "uploads": uploads[t.name],
+                **per_task[t.name],
+            }
+            for t in tasks
+        },
+        "merge": merge,
+        "compose": compose,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, run (or read the stored results), report, print the summary last."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="2 tasks, tiny budget, temp folders")
     mode.add_argument("--summary", action="store_true", help="summarize the stored results")
-    mode.add_argument("--report", action="store_true",
-                      help="rewrite the report and plots from the stored results")
-    parser.add_argument("--library", choices=sorted(LIBRARIES), default=FULL.library.kind.name,
-                        help="which expert library to measure (default %(default)s)")
+    mode.add_argument(
+        "--report", action="store_true", help="rewrite the report and plots from the stored results"
+    )
+    parser.add_argument(
+        "--library",
+        choices=sorted(LIBRARIES),
+        default=FULL.library.kind.name,
+        help="which expert library to measure (default %(default)s)",
+    )
     parser.add_argument("--train", action="store_true", help="retrain the library's experts")
-    parser.add_argument("--out", type=Path, help="results folder (default docs/results, or "
-                        "docs/results-<library> for another library; --quick: a temporary "
-                        "folder)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results folder (default docs/results, or "
+        "docs/results-<library> for another library; --quick: a temporary "
+        "folder)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
@@ -416,10 +553,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         budget = QUICK if args.quick else replace(FULL, library=LIBRARIES[args.library])
         experts_dir = scratch_dir / "experts" if args.quick else budget.library.folder
         (scratch_dir / "hub").mkdir()
-        results = run(budget, experts_dir, scratch_dir / "hub",
-                      retrain=args.train or args.quick, seed=args.seed)
-        results["command"] = " ".join(["python -m bench.quality",
-                                       *(sys.argv[1:] if argv is None else argv)])
+        results = run(
+            budget,
+            experts_dir,
+            scratch_dir / "hub",
+            retrain=args.train or args.quick,
+            seed=args.seed,
+        )
+        results["command"] = " ".join(
+            ["python -m bench.quality", *(sys.argv[1:] if argv is None else argv)]
+        )
         results["wall_s"] = time.perf_counter() - start
         out.mkdir(parents=True, exist_ok=True)
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n")  # before the report

@@ -54,43 +54,94 @@ class Library:
         return LIBRARIES_DIR / self.kind.name
 
 
-LIBRARIES = {library.kind.name: library for library in (
-    Library(Q_V, ("news-outlet", "news-outlet-set2", "health-tweet-source",
-                  "health-tweet-source-set2", "parliament-party-en", "parliament-party-de",
-                  "parliament-party-es", "parliament-party-nl", "chatterbot-category",
-                  "speech-language"),
-            Schedule(max_steps=80, eval_every=80, patience=1, batch_size=8, lr=3e-3)),
-    # Ordered so that a run cut short has trained the tasks most likely to be learned.
-    Library(ALL_MODULES, ("health-tweet-source", "chatterbot-category", "news-outlet-set2",
-                          "speech-language", "health-tweet-source-set2", "news-outlet",
-                          "news-text-outlet", "health-tweet-source-set3", "chatterbot-language",
-                          "chatterbot-category-it", "chatterbot-category-set2", "sarcasm",
-                          "naughty-strings", "formal-logic", "heart-disease", "food", "diabetes",
-                          "bulgarian-lexicon"),
-            Schedule(max_steps=240, eval_every=40, patience=2, batch_size=8, lr=1e-3)),
-)}
+LIBRARIES = {
+    library.kind.name: library
+    for library in (
+        Library(
+            Q_V,
+            (
+                "news-outlet",
+                "news-outlet-set2",
+                "health-tweet-source",
+                "health-tweet-source-set2",
+                "parliament-party-en",
+                "parliament-party-de",
+                "parliament-party-es",
+                "parliament-party-nl",
+                "chatterbot-category",
+                "speech-language",
+            ),
+            Schedule(max_steps=80, eval_every=80, patience=1, batch_size=8, lr=3e-3),
+        ),
+        # Ordered so that a run cut short has trained the tasks most likely to be learned.
+        Library(
+            ALL_MODULES,
+            (
+                "health-tweet-source",
+                "chatterbot-category",
+                "news-outlet-set2",
+                "speech-language",
+                "health-tweet-source-set2",
+                "news-outlet",
+                "news-text-outlet",
+                "health-tweet-source-set3",
+                "chatterbot-language",
+                "chatterbot-category-it",
+                "chatterbot-category-set2",
+                "sarcasm",
+                "naughty-strings",
+                "formal-logic",
+                "heart-disease",
+                "food",
+                "diabetes",
+                "bulgarian-lexicon",
+            ),
+            Schedule(max_steps=240, eval_every=40, patience=2, batch_size=8, lr=1e-3),
+        ),
+    )
+}
 
 
 def is_trained(folder: Path) -> bool:
     return (folder / WEIGHTS_NAME).is_file() and (folder / TRAINING_RECORD).is_file()
 
 
-def train_expert(tokenizer: PreTrainedTokenizerBase, base: PreTrainedModel, library: Library,
-                 task: LabelTask, folder: Path, seed: int) -> dict[str, Any]:
+def train_expert(
+    tokenizer: PreTrainedTokenizerBase,
+    base: PreTrainedModel,
+    library: Library,
+    task: LabelTask,
+    folder: Path,
+    seed: int,
+) -> dict[str, Any]:
     """Train one expert and write its folder whole (a half-trained folder never exists)."""
     start = time.perf_counter()
     trained = train_lora(
-        base, library.kind, encode(tokenizer, task, task.train, library.kind.max_input_tokens),
+        base,
+        library.kind,
+        encode(tokenizer, task, task.train, library.kind.max_input_tokens),
         encode(tokenizer, task, task.validation, library.kind.max_input_tokens),
-        library.schedule, seed, tokenizer.pad_token_id,
-        lambda step, score: print(f"  {task.name} step {step}: validation {score:.3f} "
-                                  f"({time.perf_counter() - start:.0f} s)", flush=True))
-    record = {"task": task.name, "kind": asdict(library.kind), "schedule": asdict(library.schedule),
-              "seed": seed, "train_examples": len(task.train), "steps": trained.steps,
-              "best_step": trained.best_step,
-              "validation": {str(k): v for k, v in trained.validation.items()},
-              "seconds": round(time.perf_counter() - start, 1),
-              "threads": torch.get_num_threads()}
+        library.schedule,
+        seed,
+        tokenizer.pad_token_id,
+        lambda step, score: print(
+            f"  {task.name} step {step}: validation {score:.3f} "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        ),
+    )
+    record = {
+        "task": task.name,
+        "kind": asdict(library.kind),
+        "schedule": asdict(library.schedule),
+        "seed": seed,
+        "train_examples": len(task.train),
+        "steps": trained.steps,
+        "best_step": trained.best_step,
+        "validation": {str(k): v for k, v in trained.validation.items()},
+        "seconds": round(time.perf_counter() - start, 1),
+        "threads": torch.get_num_threads(),
+    }
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     save_expert(partial, library.kind, trained.tensors)
@@ -101,28 +152,35 @@ def train_expert(tokenizer: PreTrainedTokenizerBase, base: PreTrainedModel, libr
     return json.loads(text)
 
 
-def train_library(library: Library, tasks: tuple[str, ...], retrain: bool, root: Path,
-                  sizes: SplitSizes = SIZES) -> dict[str, dict[str, Any]]:
+def train_library(
+    library: Library, tasks: tuple[str, ...], retrain: bool, root: Path, sizes: SplitSizes = SIZES
+) -> dict[str, dict[str, Any]]:
     """Train the library's missing experts among `tasks` (every one when `retrain`), in order."""
-    wanted = [name for name in library.tasks if name in tasks
-              and (retrain or not is_trained(root / name))]
+    wanted = [
+        name for name in library.tasks if name in tasks and (retrain or not is_trained(root / name))
+    ]
     if not wanted:
         return {}
     tokenizer, base = load_smollm2(BENCH_DIR / ".cache")
     records = {}
     for task in sorted(load_tasks(sizes, tuple(wanted)), key=lambda t: wanted.index(t.name)):
-        record = train_expert(tokenizer, base, library, task, root / task.name,
-                              seed=library.tasks.index(task.name))
+        record = train_expert(
+            tokenizer, base, library, task, root / task.name, seed=library.tasks.index(task.name)
+        )
         curve = ", ".join(f"{k}: {v:.3f}" for k, v in record["validation"].items())
-        print(f"trained {library.kind.name}/{task.name} in {record['seconds']:.0f} s, "
-              f"best at step {record['best_step']} of {record['steps']} ({curve})", flush=True)
+        print(
+            f"trained {library.kind.name}/{task.name} in {record['seconds']:.0f} s, "
+            f"best at step {record['best_step']} of {record['steps']} ({curve})",
+            flush=True,
+        )
         records[task.name] = record
     return records
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--library", choices=sorted(LIBRARIES), default=ALL_MODULES.name)
     parser.add_argument("--tasks", nargs="+", help="only these tasks (default: all the library's)")
     parser.add_argument("--retrain", action="store_true", help="train even if already trained")
@@ -133,8 +191,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     if unknown:
         parser.error(f"not tasks of the {library.kind.name} library: {sorted(unknown)}")
     torch.set_num_threads(args.threads)
-    records = train_library(library, tuple(args.tasks or library.tasks), args.retrain,
-                            library.folder)
+    records = train_library(
+        library, tuple(args.tasks or library.tasks), args.retrain, library.folder
+    )
     print(json.dumps(records))
     return records
 

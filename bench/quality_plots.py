@@ -60,8 +60,11 @@ def curves(results: dict[str, Any]) -> dict[str, list[str]]:
 
 def write_plots(results: dict[str, Any], learned: list[str], out: Path) -> None:
     """Every plot of PLOTS into the folder `out`; `learned`: the tasks whose gain can be kept."""
-    figures = (_accuracy_vs_bits(results), _fidelity_vs_accuracy(results, learned),
-               _composition(results))
+    figures = (
+        _accuracy_vs_bits(results),
+        _fidelity_vs_accuracy(results, learned),
+        _composition(results),
+    )
     for name, figure in zip(PLOTS, figures, strict=True):
         figure.savefig(out / name, dpi=110)
         plt.close(figure)
@@ -69,25 +72,39 @@ def write_plots(results: dict[str, Any], learned: list[str], out: Path) -> None:
 
 def _accuracy_vs_bits(results: dict[str, Any]) -> Figure:
     tasks, grouped = results["tasks"], families(results)
-    figure, axes = plt.subplots(1, len(grouped), figsize=(4.2 * len(grouped), 3.6),
-                                squeeze=False, sharey=True)
+    figure, axes = plt.subplots(
+        1, len(grouped), figsize=(4.2 * len(grouped), 3.6), squeeze=False, sharey=True
+    )
     for axis, (name, members) in zip(axes[0], grouped.items(), strict=True):
         for (line, keys), colour in zip(curves(results).items(), _colours(), strict=False):
             bits = [fmean(tasks[n]["uploads"][k]["bits_per_param"] for n in members) for k in keys]
             for field, label, style in ALPHAS:
-                axis.plot(bits, [fmean(tasks[n]["settings"][k][field] for n in members)
-                                 for k in keys], style, marker="o", color=colour,
-                          label=f"{line}, {label}")
-        axis.plot([fp16_bits(results)], [fmean(tasks[n]["uncompressed"] for n in members)], "k*",
-                  markersize=11, label="fp16 expert")
-        axis.axhline(fmean(tasks[n]["base"] for n in members), color="grey", linestyle="--",
-                     label="base model")
+                axis.plot(
+                    bits,
+                    [fmean(tasks[n]["settings"][k][field] for n in members) for k in keys],
+                    style,
+                    marker="o",
+                    color=colour,
+                    label=f"{line}, {label}",
+                )
+        axis.plot(
+            [fp16_bits(results)],
+            [fmean(tasks[n]["uncompressed"] for n in members)],
+            "k*",
+            markersize=11,
+            label="fp16 expert",
+        )
+        axis.axhline(
+            fmean(tasks[n]["base"] for n in members),
+            color="grey",
+            linestyle="--",
+            label="base model",
+        )
         axis.set_xscale("log")
         axis.set_xlabel("bits / parameter")
         axis.set_title(f"{name} ({len(members)} tasks)", fontsize=9)
     axes[0][0].set_ylabel("mean test accuracy")
-    figure.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncols=3,
-                  fontsize=7)
+    figure.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncols=3, fontsize=7)
     figure.tight_layout(rect=(0, 0.16, 1, 1))
     return figure
 
@@ -96,10 +113,15 @@ def _fidelity_vs_accuracy(results: dict[str, Any], learned: list[str]) -> Figure
     tasks = results["tasks"]
     figure, axis = plt.subplots(figsize=(6.0, 4.0))
     for (line, keys), colour in zip(curves(results).items(), _colours(), strict=False):
-        points = [(tasks[n]["uploads"][k]["fidelity"]["relative_error"]["mean"],
-                   (tasks[n]["settings"][k]["test_stored"] - tasks[n]["base"])
-                   / (tasks[n]["uncompressed"] - tasks[n]["base"]))
-                  for n in learned for k in keys]
+        points = [
+            (
+                tasks[n]["uploads"][k]["fidelity"]["relative_error"]["mean"],
+                (tasks[n]["settings"][k]["test_stored"] - tasks[n]["base"])
+                / (tasks[n]["uncompressed"] - tasks[n]["base"]),
+            )
+            for n in learned
+            for k in keys
+        ]
         axis.scatter(*zip(*points, strict=True), s=14, color=colour, label=line, alpha=0.7)
     axis.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
     axis.set_xlabel("mean relative error of the update, ‖ΔW − ΔŴ‖ / ‖ΔW‖ (the upload's fidelity)")
@@ -114,13 +136,19 @@ def composition_columns(results: dict[str, Any]) -> list[tuple[str, str | None, 
     """(label, variant, mode) per bar: zero-shot; then per variant the top-1 expert and each
     composition mode (mode "top1" is the top-1 expert alone)."""
     modes = results["budget"]["compose_modes"]
-    return [("zero-shot", None, None), *((f"{mode} {variant}", variant, mode)
-                                          for variant in ("uncompressed", "compressed")
-                                          for mode in ("top1", *modes))]
+    return [
+        ("zero-shot", None, None),
+        *(
+            (f"{mode} {variant}", variant, mode)
+            for variant in ("uncompressed", "compressed")
+            for mode in ("top1", *modes)
+        ),
+    ]
 
 
-def composition_value(results: dict[str, Any], task: str, variant: str | None,
-                      mode: str | None) -> float:
+def composition_value(
+    results: dict[str, Any], task: str, variant: str | None, mode: str | None
+) -> float:
     """One bar's test accuracy."""
     if variant is None or mode is None:
         return results["tasks"][task]["base"]
@@ -133,13 +161,19 @@ def _composition(results: dict[str, Any]) -> Figure:
     columns = composition_columns(results)
     width = 0.8 / len(columns)
     figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(names)), 3.8))
-    for index, ((label, variant, mode), colour) in enumerate(zip(columns, _colours(),
-                                                                 strict=False)):
-        axis.bar([i + index * width for i in range(len(names))],
-                 [composition_value(results, n, variant, mode) for n in names], width,
-                 label=label, color=colour)
-    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30,
-                    ha="right", fontsize=7)
+    for index, ((label, variant, mode), colour) in enumerate(
+        zip(columns, _colours(), strict=False)
+    ):
+        axis.bar(
+            [i + index * width for i in range(len(names))],
+            [composition_value(results, n, variant, mode) for n in names],
+            width,
+            label=label,
+            color=colour,
+        )
+    axis.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30, ha="right", fontsize=7
+    )
     axis.set_ylabel("test accuracy (task left out)")
     axis.set_ylim(0, 1.3)  # room for the legend above the bars
     axis.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])

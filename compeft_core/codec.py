@@ -44,8 +44,19 @@ MAX_NDIM = 8
 MAX_PARAMS_PER_BLOB_BYTE = 2000
 INPUT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _DTYPE_NAMES = {"|u1": "U8", "<f4": "F32"}
-_RESERVED = ("format", "version", "codec", "scope", "density", "params", "kept", "streams",
-             "crc32", "factorisation", "scale")
+_RESERVED = (
+    "format",
+    "version",
+    "codec",
+    "scope",
+    "density",
+    "params",
+    "kept",
+    "streams",
+    "crc32",
+    "factorisation",
+    "scale",
+)
 MAX_STREAMS_TEXT = 64 * 21
 
 
@@ -68,17 +79,26 @@ def _factor_names(names: tuple[str, ...]) -> dict:
 
 def _expand_names(packed: dict) -> list[str]:
     templates, ids, numbers = packed.get("templates"), packed.get("ids"), packed.get("numbers")
-    if not (isinstance(templates, list) and isinstance(ids, list) and isinstance(numbers, list)
-            and len(ids) == len(numbers) and len(ids) <= MAX_TENSORS):
+    if not (
+        isinstance(templates, list)
+        and isinstance(ids, list)
+        and isinstance(numbers, list)
+        and len(ids) == len(numbers)
+        and len(ids) <= MAX_TENSORS
+    ):
         raise BlobFormatError("blob index has malformed tensor names")
     names = []
     for template_id, row in zip(ids, numbers, strict=True):
         if type(template_id) is not int or not 0 <= template_id < len(templates):
             raise BlobFormatError("blob index refers to an unknown name template")
         pieces = templates[template_id]
-        if not (isinstance(pieces, list) and isinstance(row, list) and len(pieces) == len(row) + 1
-                and all(isinstance(p, str) for p in pieces)
-                and all(type(n) is int and 0 <= n < 10**15 for n in row)):
+        if not (
+            isinstance(pieces, list)
+            and isinstance(row, list)
+            and len(pieces) == len(row) + 1
+            and all(isinstance(p, str) for p in pieces)
+            and all(type(n) is int and 0 <= n < 10**15 for n in row)
+        ):
             raise BlobFormatError("blob index has a malformed tensor name")
         names.append(pieces[0] + "".join(f"{n}{p}" for n, p in zip(row, pieces[1:], strict=True)))
     return names
@@ -96,8 +116,11 @@ def _checksum(metadata: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
 def encode_blob(expert: CompressedExpert) -> bytes:
     """Serialize an expert; deterministic (same expert, same bytes, same sha256)."""
     index = json.dumps(
-        {"names": _factor_names(expert.names), "shapes": [list(s) for s in expert.shapes],
-         "dtypes": list(expert.dtypes)},
+        {
+            "names": _factor_names(expert.names),
+            "shapes": [list(s) for s in expert.shapes],
+            "dtypes": list(expert.dtypes),
+        },
         separators=(",", ":"),
     ).encode()
     arrays = {
@@ -108,10 +131,16 @@ def encode_blob(expert: CompressedExpert) -> bytes:
     }
     metadata = {
         **expert.extra,
-        "format": FORMAT, "version": VERSION, "codec": CODEC, "scope": expert.scope,
-        "density": repr(float(expert.density)), "params": str(expert.num_params),
-        "kept": str(expert.kept), "streams": ",".join(map(str, expert.mask_streams)),
-        "factorisation": expert.factorisation, "scale": expert.scale,
+        "format": FORMAT,
+        "version": VERSION,
+        "codec": CODEC,
+        "scope": expert.scope,
+        "density": repr(float(expert.density)),
+        "params": str(expert.num_params),
+        "kept": str(expert.kept),
+        "streams": ",".join(map(str, expert.mask_streams)),
+        "factorisation": expert.factorisation,
+        "scale": expert.scale,
     }
     metadata["crc32"] = _checksum(metadata, arrays)
     return _safetensors_bytes(arrays, metadata)
@@ -127,13 +156,18 @@ def _safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str]) 
     offset = 0
     for name in ("index", "mask", "signs", "scales"):
         size = arrays[name].nbytes
-        header[name] = {"dtype": _DTYPE_NAMES[arrays[name].dtype.str], "shape":
-                        list(arrays[name].shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": _DTYPE_NAMES[arrays[name].dtype.str],
+            "shape": list(arrays[name].shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     parts = [struct.pack("<Q", len(text)), text]
-    parts += [np.ascontiguousarray(arrays[n]).tobytes() for n in ("index", "mask", "signs", "scales")]
+    parts += [
+        np.ascontiguousarray(arrays[n]).tobytes() for n in ("index", "mask", "signs", "scales")
+    ]
     return b"".join(parts)
 
 
@@ -208,23 +242,28 @@ def _inflate_index(packed: np.ndarray) -> dict:
     return index
 
 
-def _check_index(index: dict) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], tuple[str, ...]]:
+def _check_index(
+    index: dict,
+) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], tuple[str, ...]]:
     if not isinstance(index.get("names"), dict):
         raise BlobFormatError("blob index lacks the tensor names")
     names, shapes, dtypes = _expand_names(index["names"]), index.get("shapes"), index.get("dtypes")
     if not (isinstance(shapes, list) and isinstance(dtypes, list)):
         raise BlobFormatError("blob index lacks names, shapes or dtypes lists")
     if not (0 < len(names) <= MAX_TENSORS and len(names) == len(shapes) == len(dtypes)):
-        raise BlobFormatError(f"blob index lists {len(names)} names, {len(shapes)} shapes, "
-                              f"{len(dtypes)} dtypes")
+        raise BlobFormatError(
+            f"blob index lists {len(names)} names, {len(shapes)} shapes, {len(dtypes)} dtypes"
+        )
     if len(set(names)) != len(names) or not all(
         isinstance(n, str) and 0 < len(n) <= MAX_NAME_CHARS for n in names
     ):
         raise BlobFormatError("blob index has empty, overlong or duplicate tensor names")
     for shape in shapes:
-        if not (isinstance(shape, list) and len(shape) <= MAX_NDIM and all(
-            type(d) is int and 0 < d < 1 << 40 for d in shape
-        )):
+        if not (
+            isinstance(shape, list)
+            and len(shape) <= MAX_NDIM
+            and all(type(d) is int and 0 < d < 1 << 40 for d in shape)
+        ):
             raise BlobFormatError(f"blob index has an invalid shape {str(shape)[:80]}")
     if not all(d in INPUT_DTYPES for d in dtypes):
         raise BlobFormatError("blob index has an unknown dtype")
@@ -237,11 +276,15 @@ def _compression_choices(meta: dict) -> tuple[str, str]:
         return "as-trained", "entry"
     factorisation, scale = meta.get("factorisation"), meta.get("scale")
     if factorisation not in FACTORISATIONS:
-        raise BlobFormatError(f"blob has an unknown factorisation {str(factorisation)[:40]!r}; "
-                              f"this library knows {', '.join(FACTORISATIONS)}")
+        raise BlobFormatError(
+            f"blob has an unknown factorisation {str(factorisation)[:40]!r}; "
+            f"this library knows {', '.join(FACTORISATIONS)}"
+        )
     if scale not in STORED_SCALES:
-        raise BlobFormatError(f"blob has an unknown scale {str(scale)[:40]!r}; this library "
-                              f"knows {', '.join(STORED_SCALES)}")
+        raise BlobFormatError(
+            f"blob has an unknown scale {str(scale)[:40]!r}; this library "
+            f"knows {', '.join(STORED_SCALES)}"
+        )
     return factorisation, scale
 
 
@@ -274,18 +317,28 @@ def decode_blob(data: bytes) -> CompressedExpert:
     segments = len(names) if scope == "tensor" else 1
     scales = arrays["scales"]
     if scales.shape != (2, segments) or not np.isfinite(scales).all() or (scales[0] < 0).any():
-        raise BlobFormatError(f"blob scales have shape {scales.shape} or invalid values; "
-                              f"expected (2, {segments}) finite values with sigma >= 0")
+        raise BlobFormatError(
+            f"blob scales have shape {scales.shape} or invalid values; "
+            f"expected (2, {segments}) finite values with sigma >= 0"
+        )
     mask = arrays["mask"]
     if mask.size % 4 or mask.size < 8:
         raise BlobFormatError("blob mask stream is truncated")
     if arrays["signs"].size != (kept + 7) // 8:
         raise BlobFormatError(f"blob carries {arrays['signs'].size} sign bytes for {kept} entries")
     return CompressedExpert(
-        names=names, shapes=shapes, dtypes=dtypes, scope=scope, density=density,
-        sigma=scales[0].copy(), alpha=scales[1].copy(),
-        mask_words=mask.view("<u4").astype(np.uint32), mask_streams=_stream_words(meta),
-        signs=arrays["signs"], kept=kept,
+        names=names,
+        shapes=shapes,
+        dtypes=dtypes,
+        scope=scope,
+        density=density,
+        sigma=scales[0].copy(),
+        alpha=scales[1].copy(),
+        mask_words=mask.view("<u4").astype(np.uint32),
+        mask_streams=_stream_words(meta),
+        signs=arrays["signs"],
+        kept=kept,
         extra={k: v for k, v in meta.items() if k not in _RESERVED},
-        factorisation=factorisation, scale=scale,
+        factorisation=factorisation,
+        scale=scale,
     )

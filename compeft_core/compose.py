@@ -42,8 +42,12 @@ Mode = Literal["lorahub", "cat"]
 MODES: tuple[Mode, ...] = ("lorahub", "cat")
 ADAPTER_NAME = "default"
 # The composed model must start as the plain base model and must not grow other trainable parts.
-_BUILD_OVERRIDES = {"init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
-                    "trainable_token_indices": None}
+_BUILD_OVERRIDES = {
+    "init_lora_weights": True,
+    "inference_mode": True,
+    "modules_to_save": None,
+    "trainable_token_indices": None,
+}
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,19 @@ class _Layout(ABC):
     num_experts: int
 
     @abstractmethod
-    def _factors(self, weights: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                torch.Tensor]:
+    def _factors(
+        self, weights: torch.Tensor, scales: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-expert coefficients of the A's and of the B's."""
 
     @abstractmethod
-    def write(self, a_factors: torch.Tensor, b_factors: torch.Tensor, flat_a: torch.Tensor,
-              flat_b: torch.Tensor) -> None:
+    def write(
+        self,
+        a_factors: torch.Tensor,
+        b_factors: torch.Tensor,
+        flat_a: torch.Tensor,
+        flat_b: torch.Tensor,
+    ) -> None:
         """Write the composed A's and B's into the flat vectors, in place."""
 
     @property
@@ -77,21 +87,26 @@ class _Layout(ABC):
         return self._values().device
 
     def _values(self) -> torch.Tensor:
-        return next(value for f in fields(self) if isinstance(value := getattr(self, f.name),
-                                                              torch.Tensor))
+        return next(
+            value for f in fields(self) if isinstance(value := getattr(self, f.name), torch.Tensor)
+        )
 
-    def coefficients(self, weights: Sequence[float], scales: Sequence[float] | None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def coefficients(
+        self, weights: Sequence[float], scales: Sequence[float] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Checked per-expert weights and whole-expert scales (1 by default) as A/B factors."""
         ones = [1.0] * self.num_experts
-        return self._factors(self._per_expert("weights", weights),
-                             self._per_expert("scales", ones if scales is None else scales))
+        return self._factors(
+            self._per_expert("weights", weights),
+            self._per_expert("scales", ones if scales is None else scales),
+        )
 
     def _per_expert(self, label: str, values: Sequence[float]) -> torch.Tensor:
         vector = torch.tensor(np.array(values, dtype=np.float64)).reshape(-1)
         if vector.numel() != self.num_experts or not torch.isfinite(vector).all():
-            raise CompositionError(f"{label} must be {self.num_experts} finite numbers, one per "
-                                   f"expert; got {values!r}")
+            raise CompositionError(
+                f"{label} must be {self.num_experts} finite numbers, one per expert; got {values!r}"
+            )
         return vector.to(self.device, self.dtype)
 
     def new_flat(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,23 +168,37 @@ class _ConcatenatedLayout(_Layout):
     def write(self, a_factors, b_factors, flat_a, flat_b):
         slots = self.slot_owner.numel()
         a_rows = a_factors[self.slot_owner].repeat(len(self.module_paths))
-        torch.mul(self.values_a, a_rows.repeat_interleave(self.a_row_lengths,
-                                                          output_size=flat_a.numel()), out=flat_a)
-        torch.mul(self.values_b.view(-1, slots), b_factors[self.slot_owner],
-                  out=flat_b.view(-1, slots))
+        torch.mul(
+            self.values_a,
+            a_rows.repeat_interleave(self.a_row_lengths, output_size=flat_a.numel()),
+            out=flat_a,
+        )
+        torch.mul(
+            self.values_b.view(-1, slots), b_factors[self.slot_owner], out=flat_b.view(-1, slots)
+        )
 
 
-def unit_scaling_config(config: Mapping[str, Any], module_paths: Sequence[str], rank: int
-                        ) -> dict[str, Any]:
+def unit_scaling_config(
+    config: Mapping[str, Any], module_paths: Sequence[str], rank: int
+) -> dict[str, Any]:
     """`config` for a rank-`rank` adapter on `module_paths` whose factors carry their scaling.
 
     lora_alpha = r, no rsLoRA and no per-module patterns, so peft's scaling is 1 on every module
     and the update peft applies is B @ A itself.
     """
-    return {**config, **_BUILD_OVERRIDES, "r": rank, "lora_alpha": rank,
-            "target_modules": list(module_paths), "rank_pattern": {}, "alpha_pattern": {},
-            "use_rslora": False, "layers_to_transform": None, "layers_pattern": None,
-            "exclude_modules": None}
+    return {
+        **config,
+        **_BUILD_OVERRIDES,
+        "r": rank,
+        "lora_alpha": rank,
+        "target_modules": list(module_paths),
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_rslora": False,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "exclude_modules": None,
+    }
 
 
 def _compute_dtype(experts: Sequence[LoraExpert]) -> torch.dtype:
@@ -185,14 +214,22 @@ def _summed_layout(experts: list[LoraExpert]) -> _SummedLayout:
     dtype = _compute_dtype(experts)
 
     def stacked(half: str) -> torch.Tensor:
-        return torch.stack([torch.cat([t[lora_key(p, half)].reshape(-1).to(dtype) for p in paths])
-                            for t in rescaled], dim=1)
+        return torch.stack(
+            [
+                torch.cat([t[lora_key(p, half)].reshape(-1).to(dtype) for p in paths])
+                for t in rescaled
+            ],
+            dim=1,
+        )
 
     return _SummedLayout(
-        config={**first.config, **_BUILD_OVERRIDES}, module_paths=paths,
+        config={**first.config, **_BUILD_OVERRIDES},
+        module_paths=paths,
         a_shapes=tuple(m.a.shape for m in first.modules.values()),
         b_shapes=tuple(m.b.shape for m in first.modules.values()),
-        num_experts=len(experts), stacked_a=stacked("A"), stacked_b=stacked("B"),
+        num_experts=len(experts),
+        stacked_a=stacked("A"),
+        stacked_b=stacked("B"),
     )
 
 
@@ -208,8 +245,10 @@ def _concatenated_layout(experts: list[LoraExpert]) -> _ConcatenatedLayout:
         present = [(i, e.modules[path]) for i, e in enumerate(experts) if path in e.modules]
         dims = {(m.b.shape[0], m.a.shape[1]) for _, m in present}
         if len(dims) > 1:
-            raise CompositionError(f"{path}: experts disagree on the layer's shape (out, in) "
-                                   f"{sorted(dims)}; were they trained on the same base model?")
+            raise CompositionError(
+                f"{path}: experts disagree on the layer's shape (out, in) "
+                f"{sorted(dims)}; were they trained on the same base model?"
+            )
         ((out_features, in_features),) = dims
         a = torch.zeros(total, in_features, dtype=dtype)
         b = torch.zeros(out_features, total, dtype=dtype)
@@ -221,9 +260,13 @@ def _concatenated_layout(experts: list[LoraExpert]) -> _ConcatenatedLayout:
         a_shapes.append(a.shape)
         b_shapes.append(b.shape)
     return _ConcatenatedLayout(
-        config=unit_scaling_config(experts[0].config, paths, total), module_paths=paths,
-        a_shapes=tuple(a_shapes), b_shapes=tuple(b_shapes),
-        num_experts=len(experts), values_a=torch.cat(a_values), values_b=torch.cat(b_values),
+        config=unit_scaling_config(experts[0].config, paths, total),
+        module_paths=paths,
+        a_shapes=tuple(a_shapes),
+        b_shapes=tuple(b_shapes),
+        num_experts=len(experts),
+        values_a=torch.cat(a_values),
+        values_b=torch.cat(b_values),
         slot_owner=torch.repeat_interleave(torch.arange(len(experts)), torch.tensor(widths)),
         a_row_lengths=torch.tensor([shape[1] for shape in a_shapes]).repeat_interleave(total),
     )
@@ -244,7 +287,9 @@ def _layout(experts: Sequence[LoraExpert], mode: Mode) -> _Layout:
 
 
 def compose(
-    experts: Sequence[LoraExpert], weights: Sequence[float], mode: Mode = "lorahub",
+    experts: Sequence[LoraExpert],
+    weights: Sequence[float],
+    mode: Mode = "lorahub",
     scales: Sequence[float] | None = None,
 ) -> ComposedAdapter:
     """The composed adapter for fixed weights, without a model (see the module docstring).
@@ -268,8 +313,9 @@ class LoraComposer:
     device and dtype (moving it afterwards would detach the LoRA weights from the flat vectors).
     """
 
-    def __init__(self, model: torch.nn.Module, experts: Sequence[LoraExpert],
-                 mode: Mode = "lorahub") -> None:
+    def __init__(
+        self, model: torch.nn.Module, experts: Sequence[LoraExpert], mode: Mode = "lorahub"
+    ) -> None:
         if isinstance(model, PeftModel):
             raise CompositionError("give the base model: this model already carries a peft adapter")
         layout = _layout(experts, mode)
@@ -281,11 +327,16 @@ class LoraComposer:
         first = self._lora_weight(layout.module_paths[0], "A")
         self._layout = layout.to(first.device, first.dtype)
         self._flat_a, self._flat_b = self._layout.new_flat()
-        for (key, view), param in zip(self._layout.split(self._flat_a, self._flat_b).items(),
-                                      self._lora_parameters(), strict=True):
+        for (key, view), param in zip(
+            self._layout.split(self._flat_a, self._flat_b).items(),
+            self._lora_parameters(),
+            strict=True,
+        ):
             if param.shape != view.shape:
-                raise CompositionError(f"{key}: the model's LoRA weight has shape "
-                                       f"{tuple(param.shape)}, the experts' {tuple(view.shape)}")
+                raise CompositionError(
+                    f"{key}: the model's LoRA weight has shape "
+                    f"{tuple(param.shape)}, the experts' {tuple(view.shape)}"
+                )
             param.data = view
 
     @property
@@ -296,25 +347,34 @@ class LoraComposer:
     def apply(self, weights: Sequence[float], scales: Sequence[float] | None = None) -> None:
         """Make the model compute the composition with these per-expert weights (and scales)."""
         with torch.no_grad():
-            self._layout.write(*self._layout.coefficients(weights, scales), self._flat_a,
-                               self._flat_b)
+            self._layout.write(
+                *self._layout.coefficients(weights, scales), self._flat_a, self._flat_b
+            )
 
     def adapter(self) -> ComposedAdapter:
         """The composition the model holds now, as a peft config and state dict (CPU copies)."""
         tensors = self._layout.split(self._flat_a, self._flat_b)
-        return ComposedAdapter(dict(self._layout.config),
-                               {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()})
+        return ComposedAdapter(
+            dict(self._layout.config),
+            {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()},
+        )
 
     def _lora_parameters(self) -> list[torch.nn.Parameter]:
         """The model's LoRA weights in the order of the layout's `split`."""
-        return [self._lora_weight(path, half) for half in ("A", "B")
-                for path in self._layout.module_paths]
+        return [
+            self._lora_weight(path, half)
+            for half in ("A", "B")
+            for path in self._layout.module_paths
+        ]
 
     def _lora_weight(self, module_path: str, half: str) -> torch.nn.Parameter:
         try:
-            layers = getattr(self.peft_model.get_submodule(SAVED_PREFIX + module_path),
-                             f"lora_{half}")
+            layers = getattr(
+                self.peft_model.get_submodule(SAVED_PREFIX + module_path), f"lora_{half}"
+            )
             return layers[ADAPTER_NAME].weight
         except (AttributeError, KeyError) as exc:
-            raise CompositionError(f"{module_path}: the model has no LoRA layer there; do the "
-                                   "experts belong to this base model?") from exc
+            raise CompositionError(
+                f"{module_path}: the model has no LoRA layer there; do the "
+                "experts belong to this base model?"
+            ) from exc

@@ -39,10 +39,13 @@ from compeft_core.lora_scales import (
 from compeft_core.rans import encode_bytes
 from compeft_core.ternary import pack_ternary, segment_moments, select_thresholds
 
-_FLOAT_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16",
-                 torch.float32: "float32", torch.float64: "float64"}
+_FLOAT_DTYPES = {
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float32: "float32",
+    torch.float64: "float64",
+}
 MAX_EXTRA_CHARS = 4096
-
 
 
 def beyond_float32(name: str) -> str:
@@ -54,8 +57,13 @@ def beyond_float32(name: str) -> str:
 
 
 def _check_arguments(
-    tensors: Mapping[str, torch.Tensor], density: float, scope: str, alpha: float | None,
-    extra: Mapping[str, str], factorisation: str, scale: str,
+    tensors: Mapping[str, torch.Tensor],
+    density: float,
+    scope: str,
+    alpha: float | None,
+    extra: Mapping[str, str],
+    factorisation: str,
+    scale: str,
 ) -> None:
     if not isinstance(density, (int, float)) or not 0 < density <= 1:
         raise CompressionInputError(f"density must be in (0, 1], got {density!r}")
@@ -86,10 +94,13 @@ def _check_arguments(
             )
         if tensor.numel() == 0:
             raise CompressionInputError(f"{name}: empty tensor (shape {tuple(tensor.shape)})")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()) or sum(
-        len(k) + len(v) for k, v in extra.items()
-    ) > MAX_EXTRA_CHARS:
-        raise CompressionInputError(f"extra metadata must be str -> str, {MAX_EXTRA_CHARS} chars max")
+    if (
+        not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items())
+        or sum(len(k) + len(v) for k, v in extra.items()) > MAX_EXTRA_CHARS
+    ):
+        raise CompressionInputError(
+            f"extra metadata must be str -> str, {MAX_EXTRA_CHARS} chars max"
+        )
 
 
 def as_float32_array(tensor: torch.Tensor) -> np.ndarray:
@@ -182,8 +193,11 @@ def compress(
     ternaries = Ternaries(layout, mask, signs)
     unbiased = alpha is None and scale == "unbiased" and bool(pairs)
     # The pairs' inner products serve both the unbiased scale and the fidelity: computed once.
-    moments = (pair_moments(flat, ternaries, pairs, with_ternary_norm=measure_fidelity)
-               if unbiased or measure_fidelity else None)
+    moments = (
+        pair_moments(flat, ternaries, pairs, with_ternary_norm=measure_fidelity)
+        if unbiased or measure_fidelity
+        else None
+    )
     if alpha is None:
         with np.errstate(divide="ignore", invalid="ignore"):
             optimal = (abs_sums / np.maximum(ks, 1)) / sigma.astype(np.float64)

@@ -29,17 +29,23 @@ SCOPES = ("tensor", "global")
 SCALES = ("entry", "unbiased")  # the default-alpha rules `compress` offers
 STORED_SCALES = (*SCALES, "fixed")  # "fixed": one alpha given to `compress` for every segment
 # Output dtypes numpy has, and the signed integer type of the same width that the kernel writes.
-_NUMPY_BIT_VIEWS = {np.dtype(np.float16): np.dtype(np.int16),
-                    np.dtype(np.float32): np.dtype(np.int32),
-                    np.dtype(np.float64): np.dtype(np.int64)}
+_NUMPY_BIT_VIEWS = {
+    np.dtype(np.float16): np.dtype(np.int16),
+    np.dtype(np.float32): np.dtype(np.int32),
+    np.dtype(np.float64): np.dtype(np.int64),
+}
 
 
 def _torch_bit_views() -> dict[torch.dtype, torch.dtype]:
     """The same for torch, bfloat16 included (imported here: torch is optional)."""
     import torch
 
-    return {torch.float16: torch.int16, torch.bfloat16: torch.int16,
-            torch.float32: torch.int32, torch.float64: torch.int64}
+    return {
+        torch.float16: torch.int16,
+        torch.bfloat16: torch.int16,
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+    }
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,10 +120,16 @@ class CompressedExpert:
             "num_params": self.num_params,
             "kept": self.kept,
             "num_tensors": len(self.names),
-            "sigma": {"min": float(self.sigma.min()), "mean": float(self.sigma.mean()),
-                      "max": float(self.sigma.max())},
-            "alpha": {"min": float(self.alpha.min()), "mean": float(self.alpha.mean()),
-                      "max": float(self.alpha.max())},
+            "sigma": {
+                "min": float(self.sigma.min()),
+                "mean": float(self.sigma.mean()),
+                "max": float(self.sigma.max()),
+            },
+            "alpha": {
+                "min": float(self.alpha.min()),
+                "mean": float(self.alpha.mean()),
+                "max": float(self.alpha.max()),
+            },
             "factorisation": self.factorisation,
             "scale": self.scale,
             "nbytes": self.nbytes,
@@ -149,8 +161,10 @@ class CompressedExpert:
         view = bit_views[dtype]
         flat = self._decoded_bits(scales.view(view).numpy(), (-scales).view(view).numpy())
         chunks = torch.split(torch.from_numpy(flat).view(dtype), [prod(s) for s in self.shapes])
-        return {name: chunk.view(shape)
-                for name, chunk, shape in zip(self.names, chunks, self.shapes, strict=True)}
+        return {
+            name: chunk.view(shape)
+            for name, chunk, shape in zip(self.names, chunks, self.shapes, strict=True)
+        }
 
     def decompress_numpy(
         self, alpha: float | None = None, dtype: npt.DTypeLike = np.float32
@@ -169,8 +183,12 @@ class CompressedExpert:
         view = _NUMPY_BIT_VIEWS[dtype]
         flat = self._decoded_bits(scales.view(view), (-scales).view(view)).view(dtype)
         ends = np.cumsum([prod(shape) for shape in self.shapes])
-        return {name: chunk.reshape(shape) for name, chunk, shape
-                in zip(self.names, np.split(flat, ends[:-1]), self.shapes, strict=True)}
+        return {
+            name: chunk.reshape(shape)
+            for name, chunk, shape in zip(
+                self.names, np.split(flat, ends[:-1]), self.shapes, strict=True
+            )
+        }
 
     def _alphas(self, alpha: float | None) -> np.ndarray:
         """Each segment's alpha in float64: the stored defaults, or `alpha` everywhere."""
@@ -197,14 +215,24 @@ class CompressedExpert:
         # tensors or arrays are disjoint views of it, which safetensors saves as separate tensors.
         flat = np.zeros(int(ends[-1]), dtype=positive.dtype)
         segments = [self._segment(i) for i in range(len(self.names))]
-        unpack_ranges(mask, starts, ends, self.signs, first_signs, positive[segments],
-                      negative[segments], flat)
+        unpack_ranges(
+            mask,
+            starts,
+            ends,
+            self.signs,
+            first_signs,
+            positive[segments],
+            negative[segments],
+            flat,
+        )
         return flat
 
     def _decoded_mask(self) -> np.ndarray:
         n = self.num_params
         try:
-            mask = decode_bytes(self.mask_words, list(self.mask_streams), (n + 7) // 8, self.kept, n)
+            mask = decode_bytes(
+                self.mask_words, list(self.mask_streams), (n + 7) // 8, self.kept, n
+            )
         except RansDecodeError as exc:
             raise BlobFormatError(f"corrupted blob: {exc}") from exc
         if n % 8 and mask[-1] >> (n % 8):

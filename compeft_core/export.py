@@ -13,12 +13,17 @@ from compeft_core.task_vectors import adapter_from_task_vector
 
 
 def export_adapter(
-    expert: CompressedExpert, config: dict[str, Any], folder: Path,
-    alpha: float | None = None, dtype: torch.dtype = torch.float32,
+    expert: CompressedExpert,
+    config: dict[str, Any],
+    folder: Path,
+    alpha: float | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Decompress `expert` and write it with its adapter_config as a PEFT folder.
 
     The folder loads with `peft.PeftModel.from_pretrained(base_model, folder)`.
     """
     deltas = expert.decompress(alpha=alpha, dtype=dtype)
-    return write_adapter_folder(folder, config, adapter_from_task_vector(config["peft_type"], deltas))
+    return write_adapter_folder(
+        folder, config, adapter_from_task_vector(config["peft_type"], deltas)
+    )

@@ -26,7 +26,10 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
 
 
 def tokenize_examples(
-    tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], outputs: Sequence[str], *,
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    *,
     seq2seq: bool,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """(prompt ids, answer ids): the answer is tokenized on its own, plus EOS for causal LMs.
@@ -38,18 +41,22 @@ def tokenize_examples(
     if seq2seq:
         return prompts, [tokenizer(text)["input_ids"] for text in outputs]
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    return prompts, [tokenizer(text, add_special_tokens=False)["input_ids"] + eos
-                     for text in outputs]
+    return prompts, [
+        tokenizer(text, add_special_tokens=False)["input_ids"] + eos for text in outputs
+    ]
 
 
-def causal_lm_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
-                    pad_token_id: int) -> dict[str, torch.Tensor]:
+def causal_lm_batch(
+    prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
     """A causal LM batch of prompt + answer sequences; only answer positions carry labels."""
     sequences = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
     labels = [[IGNORE_INDEX] * len(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
-    return {"input_ids": pad_rows(sequences, pad_token_id),
-            "attention_mask": pad_rows([[1] * len(s) for s in sequences], 0),
-            "labels": pad_rows(labels, IGNORE_INDEX)}
+    return {
+        "input_ids": pad_rows(sequences, pad_token_id),
+        "attention_mask": pad_rows([[1] * len(s) for s in sequences], 0),
+        "labels": pad_rows(labels, IGNORE_INDEX),
+    }
 
 
 class FewShotLoss:
@@ -60,39 +67,57 @@ class FewShotLoss:
     """
 
     def __init__(
-        self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], *,
-        seq2seq: bool, pad_token_id: int = 0, batch_size: int | None = None,
+        self,
+        prompts: Sequence[Sequence[int]],
+        answers: Sequence[Sequence[int]],
+        *,
+        seq2seq: bool,
+        pad_token_id: int = 0,
+        batch_size: int | None = None,
     ) -> None:
         if not prompts or len(prompts) != len(answers):
-            raise CompositionError(f"need as many answers as prompts, at least one; got "
-                                   f"{len(prompts)} prompts and {len(answers)} answers")
+            raise CompositionError(
+                f"need as many answers as prompts, at least one; got "
+                f"{len(prompts)} prompts and {len(answers)} answers"
+            )
         if any(not p for p in prompts) or any(not a for a in answers):
             raise CompositionError("every prompt and every answer needs at least one token")
         self.seq2seq = seq2seq
         self.num_examples = len(prompts)
         size = batch_size or len(prompts)
-        self._batches = [self._batch(prompts[i : i + size], answers[i : i + size], pad_token_id)
-                         for i in range(0, len(prompts), size)]
+        self._batches = [
+            self._batch(prompts[i : i + size], answers[i : i + size], pad_token_id)
+            for i in range(0, len(prompts), size)
+        ]
         self._num_tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in self._batches)
 
     @classmethod
     def from_text(
-        cls, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], outputs: Sequence[str], *,
-        seq2seq: bool, batch_size: int | None = None,
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        *,
+        seq2seq: bool,
+        batch_size: int | None = None,
     ) -> FewShotLoss:
         """The loss of text examples, tokenized by `tokenize_examples`; padded with the pad
         token (or EOS)."""
         prompts, answers = tokenize_examples(tokenizer, inputs, outputs, seq2seq=seq2seq)
-        pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None),
-                   0)
+        pad = next(
+            (t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0
+        )
         return cls(prompts, answers, seq2seq=seq2seq, pad_token_id=pad, batch_size=batch_size)
 
-    def _batch(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
-               pad_token_id: int) -> dict[str, torch.Tensor]:
+    def _batch(
+        self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_token_id: int
+    ) -> dict[str, torch.Tensor]:
         if self.seq2seq:
-            return {"input_ids": pad_rows(prompts, pad_token_id),
-                    "attention_mask": pad_rows([[1] * len(p) for p in prompts], 0),
-                    "labels": pad_rows(answers, IGNORE_INDEX)}
+            return {
+                "input_ids": pad_rows(prompts, pad_token_id),
+                "attention_mask": pad_rows([[1] * len(p) for p in prompts], 0),
+                "labels": pad_rows(answers, IGNORE_INDEX),
+            }
         return causal_lm_batch(prompts, answers, pad_token_id)
 
     @property
@@ -112,10 +137,14 @@ class FewShotLoss:
                 if self.seq2seq:  # the model builds decoder inputs from the labels
                     logits = model(**batch).logits
                 else:
-                    logits = model(input_ids=batch["input_ids"],
-                                   attention_mask=batch["attention_mask"]).logits[:, :-1]
+                    logits = model(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).logits[:, :-1]
                     labels = labels[:, 1:]
-                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                         labels.reshape(-1), ignore_index=IGNORE_INDEX,
-                                         reduction="sum")
+                total += F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).float(),
+                    labels.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
         return float(total) / self._num_tokens

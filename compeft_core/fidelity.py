@@ -34,4 +34,3 @@ class Fidelity:
             return cls(0.0 if exact else 1.0, 1.0 if exact else 0.0)
         error = np.sqrt(max(squared_norm - 2 * inner + squared_norm_decoded, 0.0) / squared_norm)
         return cls(float(error), float(inner / np.sqrt(squared_norm * squared_norm_decoded)))
-

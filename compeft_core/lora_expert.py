@@ -27,8 +27,13 @@ from compeft_core.peft_io import PeftAdapter, write_adapter_folder
 
 SAVED_PREFIX = "base_model.model."
 _LORA_KEY = re.compile(rf"^{re.escape(SAVED_PREFIX)}(?P<path>.+)\.lora_(?P<half>[AB])\.weight$")
-_UNSUPPORTED_OPTIONS = ("use_dora", "alora_invocation_tokens", "arrow_config", "target_parameters",
-                        "layer_replication")
+_UNSUPPORTED_OPTIONS = (
+    "use_dora",
+    "alora_invocation_tokens",
+    "arrow_config",
+    "target_parameters",
+    "layer_replication",
+)
 
 
 def lora_key(module_path: str, half: str) -> str:
@@ -70,8 +75,12 @@ class LoraExpert:
 
     @classmethod
     def from_compressed(
-        cls, name: str, expert: CompressedExpert, config: Mapping[str, Any],
-        alpha: float | None = None, dtype: torch.dtype = torch.float32,
+        cls,
+        name: str,
+        expert: CompressedExpert,
+        config: Mapping[str, Any],
+        alpha: float | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> LoraExpert:
         """Decompress a ComPEFT expert; `alpha=None` uses the stored per-tensor default alphas."""
         defaults = np.unique(expert.alpha)
@@ -83,12 +92,15 @@ class LoraExpert:
         """The config parsed by peft (defaults filled in); refuses non-LoRA and LoRA variants."""
         peft_type = self.config.get("peft_type")
         if peft_type != "LORA":
-            raise CompositionError(f"expert {self.name!r}: peft_type {peft_type!r} cannot be "
-                                   "composed; only LORA")
+            raise CompositionError(
+                f"expert {self.name!r}: peft_type {peft_type!r} cannot be composed; only LORA"
+            )
         used = [option for option in _UNSUPPORTED_OPTIONS if self.config.get(option)]
         if used:
-            raise CompositionError(f"expert {self.name!r}: LoRA variants ({', '.join(used)}) "
-                                   "cannot be composed; only plain LoRA")
+            raise CompositionError(
+                f"expert {self.name!r}: LoRA variants ({', '.join(used)}) "
+                "cannot be composed; only plain LoRA"
+            )
         try:
             return PeftConfig.from_peft_type(**self.config)
         except (TypeError, ValueError) as exc:
@@ -102,8 +114,10 @@ class LoraExpert:
         for key, tensor in self.tensors.items():
             match = _LORA_KEY.match(key)
             if match is None:
-                raise CompositionError(f"expert {self.name!r}: {key} is not a LoRA A/B weight of a "
-                                       "linear layer; only those can be composed")
+                raise CompositionError(
+                    f"expert {self.name!r}: {key} is not a LoRA A/B weight of a "
+                    "linear layer; only those can be composed"
+                )
             halves.setdefault(match["path"], {})[match["half"]] = tensor
         if not halves:
             raise CompositionError(f"expert {self.name!r} has no LoRA weights")
@@ -111,8 +125,10 @@ class LoraExpert:
         for path in sorted(halves):
             a, b = halves[path].get("A"), halves[path].get("B")
             if a is None or b is None or a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
-                raise CompositionError(f"expert {self.name!r}: {path} has no valid lora_A/lora_B "
-                                       "pair (shapes (r, in) and (out, r))")
+                raise CompositionError(
+                    f"expert {self.name!r}: {path} has no valid lora_A/lora_B "
+                    "pair (shapes (r, in) and (out, r))"
+                )
             modules[path] = LoraModule(a, b, _scaling(config, path, a.shape[0]))
         return modules
 
@@ -149,9 +165,11 @@ def _check_same_layout(experts: list[LoraExpert]) -> None:
         other = {path: (m.a.shape, m.b.shape) for path, m in expert.modules.items()}
         if other != shapes:
             detail = next(
-                (f"{path}: {shapes.get(path)} vs {other.get(path)}"
-                 for path in sorted(shapes.keys() | other.keys())
-                 if shapes.get(path) != other.get(path)),
+                (
+                    f"{path}: {shapes.get(path)} vs {other.get(path)}"
+                    for path in sorted(shapes.keys() | other.keys())
+                    if shapes.get(path) != other.get(path)
+                ),
             )
             raise CompositionError(
                 f"experts {first.name!r} and {expert.name!r} differ in rank or target modules "

@@ -108,4 +108,3 @@ def product_inner(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray
     """
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.einsum("ij,ji->", small_product(b1.T, b2), small_product(a2, a1.T)))
-

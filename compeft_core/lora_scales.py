@@ -52,8 +52,7 @@ class TensorLayout:
     ends: np.ndarray
 
     @classmethod
-    def of(cls, names: list[str], shapes: list[tuple[int, ...]], sizes: list[int]
-           ) -> TensorLayout:
+    def of(cls, names: list[str], shapes: list[tuple[int, ...]], sizes: list[int]) -> TensorLayout:
         ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
         return cls(names, shapes, ends - np.asarray(sizes, dtype=np.int64), ends)
 
@@ -62,9 +61,14 @@ class TensorLayout:
         return flat[self.starts[index] : self.ends[index]].reshape(self.shapes[index])
 
 
-def balance_pairs(flat: np.ndarray, layout: TensorLayout, pairs: list[LoraPair],
-                  beyond_float32: Callable[[str], str]) -> None:
+def balance_pairs(
+    flat: np.ndarray,
+    layout: TensorLayout,
+    pairs: list[LoraPair],
+    beyond_float32: Callable[[str], str],
+) -> None:
     """Overwrite each pair's A and B in `flat` by their balanced factors."""
+
     def balanced(pair: LoraPair) -> tuple[np.ndarray, np.ndarray]:
         try:
             return balance(layout.view(flat, pair.a), layout.view(flat, pair.b))
@@ -104,13 +108,19 @@ class Ternaries:
 
     def of(self, index: int) -> np.ndarray:
         """Tensor `index` as +1, -1 and 0 (float32), in its shape."""
-        values = ternary_values(self.mask, self.signs, int(self.layout.starts[index]),
-                                int(self.layout.ends[index]), int(self.first_signs[index]))
+        values = ternary_values(
+            self.mask,
+            self.signs,
+            int(self.layout.starts[index]),
+            int(self.layout.ends[index]),
+            int(self.first_signs[index]),
+        )
         return values.reshape(self.layout.shapes[index])
 
 
-def pair_moments(flat: np.ndarray, ternaries: Ternaries, pairs: list[LoraPair],
-                 with_ternary_norm: bool) -> PairMoments:
+def pair_moments(
+    flat: np.ndarray, ternaries: Ternaries, pairs: list[LoraPair], with_ternary_norm: bool
+) -> PairMoments:
     """The moments of every pair (`flat` holds the values compressed: the product is the same
     in either gauge)."""
     layout = ternaries.layout
@@ -118,16 +128,19 @@ def pair_moments(flat: np.ndarray, ternaries: Ternaries, pairs: list[LoraPair],
     def moments(pair: LoraPair) -> tuple[float, float, float]:
         a, b = layout.view(flat, pair.a), layout.view(flat, pair.b)
         ternary_a, ternary_b = ternaries.of(pair.a), ternaries.of(pair.b)
-        return (product_inner(a, b, a, b), product_inner(a, b, ternary_a, ternary_b),
-                product_inner(ternary_a, ternary_b, ternary_a, ternary_b)
-                if with_ternary_norm else 0.0)
+        return (
+            product_inner(a, b, a, b),
+            product_inner(a, b, ternary_a, ternary_b),
+            product_inner(ternary_a, ternary_b, ternary_a, ternary_b) if with_ternary_norm else 0.0,
+        )
 
     rows = np.array(in_parallel(moments, pairs, flat.size), dtype=np.float64).reshape(-1, 3)
     return PairMoments(rows[:, 0], rows[:, 1], rows[:, 2] if with_ternary_norm else None)
 
 
-def unbiased_alphas(pairs: list[LoraPair], moments: PairMoments, scope: str, sigma: np.ndarray,
-                    alphas: np.ndarray) -> np.ndarray:
+def unbiased_alphas(
+    pairs: list[LoraPair], moments: PairMoments, scope: str, sigma: np.ndarray, alphas: np.ndarray
+) -> np.ndarray:
     """`alphas` with each pair's given the product scale c = ‖BA‖² / ⟨BA, T_B T_A⟩, √c per factor.
 
     Under global scope all tensors share one alpha: c then comes from the sums over all pairs.
@@ -146,8 +159,13 @@ def unbiased_alphas(pairs: list[LoraPair], moments: PairMoments, scope: str, sig
     return alphas.astype(np.float32)
 
 
-def measured_fidelity(flat: np.ndarray, ternaries: Ternaries, pairs: list[LoraPair],
-                      moments: PairMoments, decoded_scales: np.ndarray) -> dict[str, Fidelity]:
+def measured_fidelity(
+    flat: np.ndarray,
+    ternaries: Ternaries,
+    pairs: list[LoraPair],
+    moments: PairMoments,
+    decoded_scales: np.ndarray,
+) -> dict[str, Fidelity]:
     """Module path (pairs) or tensor name -> fidelity, from the moments and the scale each
     tensor decodes with (alpha * sigma of its segment, `decoded_scales[tensor]`).
 
@@ -158,11 +176,13 @@ def measured_fidelity(flat: np.ndarray, ternaries: Ternaries, pairs: list[LoraPa
         raise ValueError("measured_fidelity needs pair_moments(..., with_ternary_norm=True)")
     figures = {}
     paired = set()
-    for pair, norm, inner, ternary_norm in zip(pairs, moments.squared_norm, moments.inner,
-                                               moments.ternary_norm, strict=True):
+    for pair, norm, inner, ternary_norm in zip(
+        pairs, moments.squared_norm, moments.inner, moments.ternary_norm, strict=True
+    ):
         scale = float(decoded_scales[pair.a]) * float(decoded_scales[pair.b])
-        figures[pair.module] = Fidelity.of(float(norm), scale * float(inner),
-                                           scale * scale * float(ternary_norm))
+        figures[pair.module] = Fidelity.of(
+            float(norm), scale * float(inner), scale * scale * float(ternary_norm)
+        )
         paired.update((pair.a, pair.b))
     layout = ternaries.layout
     for index, name in enumerate(layout.names):
@@ -170,6 +190,7 @@ def measured_fidelity(flat: np.ndarray, ternaries: Ternaries, pairs: list[LoraPa
             x = layout.view(flat, index).reshape(-1).astype(np.float64)
             ternary = ternaries.of(index).reshape(-1).astype(np.float64)
             scale = float(decoded_scales[index])
-            figures[name] = Fidelity.of(float(x @ x), scale * float(x @ ternary),
-                                        scale * scale * float(ternary @ ternary))
+            figures[name] = Fidelity.of(
+                float(x @ x), scale * float(x @ ternary), scale * scale * float(ternary @ ternary)
+            )
     return figures

@@ -115,8 +115,15 @@ def chosen_optimizer(optimizer: ng.optimizers.base.Optimizer) -> str:
 
 
 def _minimize(
-    evaluate: Callable[[np.ndarray], tuple[float, float]], init: np.ndarray, lower: float,
-    upper: float, *, optimizer: str, budget: int, seed: int, on_step: StepCallback | None,
+    evaluate: Callable[[np.ndarray], tuple[float, float]],
+    init: np.ndarray,
+    lower: float,
+    upper: float,
+    *,
+    optimizer: str,
+    budget: int,
+    seed: int,
+    on_step: StepCallback | None,
 ) -> SearchTrace:
     """Evaluate `init` as step 0, then `budget` candidates asked from nevergrad.
 
@@ -126,8 +133,9 @@ def _minimize(
     if budget < 1:
         raise CompositionError(f"budget must be at least 1 step, got {budget}")
     if optimizer not in ng.optimizers.registry:
-        raise CompositionError(f"unknown nevergrad optimizer {optimizer!r}; see "
-                               "nevergrad.optimizers.registry")
+        raise CompositionError(
+            f"unknown nevergrad optimizer {optimizer!r}; see nevergrad.optimizers.registry"
+        )
     parametrization = ng.p.Array(init=init, lower=lower, upper=upper)
     parametrization.random_state = np.random.RandomState(seed)
     search = ng.optimizers.registry[optimizer](parametrization=parametrization, budget=budget)
@@ -146,8 +154,9 @@ def _minimize(
         history.append(SearchStep(step, values, loss, objective))
         if on_step is not None:
             on_step(step, budget, loss)
-    return SearchTrace(optimizer, chosen_optimizer(search), ng.__version__, budget, seed,
-                       tuple(history))
+    return SearchTrace(
+        optimizer, chosen_optimizer(search), ng.__version__, budget, seed, tuple(history)
+    )
 
 
 def _finite(loss: float) -> float:
@@ -158,14 +167,22 @@ def _finite(loss: float) -> float:
 def _default_penalty(loss: Loss) -> float:
     examples = getattr(loss, "num_examples", None)
     if examples is None:
-        raise CompositionError("this loss does not say how many examples it scores: pass "
-                               "regularization=lorahub_regularization(<examples>)")
+        raise CompositionError(
+            "this loss does not say how many examples it scores: pass "
+            "regularization=lorahub_regularization(<examples>)"
+        )
     return lorahub_regularization(examples)
 
 
 def lorahub_search(
-    composer: LoraComposer, loss: Loss, *, budget: int = 40, optimizer: str = "NGOpt",
-    seed: int = 42, regularization: float | None = None, bound: float = LORAHUB_BOUND,
+    composer: LoraComposer,
+    loss: Loss,
+    *,
+    budget: int = 40,
+    optimizer: str = "NGOpt",
+    seed: int = 42,
+    regularization: float | None = None,
+    bound: float = LORAHUB_BOUND,
     on_step: StepCallback | None = None,
 ) -> CompositionResult:
     """LoraHub: one weight per expert in [-bound, bound] from 0, minimizing loss + reg * mean|w|.
@@ -184,21 +201,39 @@ def lorahub_search(
         value = _finite(loss(composer.peft_model))
         return value, value + penalty * float(np.mean(np.abs(weights)))
 
-    trace = _minimize(evaluate, np.zeros(len(composer.experts)), -bound, bound,
-                      optimizer=optimizer, budget=budget, seed=seed, on_step=on_step)
+    trace = _minimize(
+        evaluate,
+        np.zeros(len(composer.experts)),
+        -bound,
+        bound,
+        optimizer=optimizer,
+        budget=budget,
+        seed=seed,
+        on_step=on_step,
+    )
     best = trace.best
     composer.apply(best.values)
     return CompositionResult(
-        weights=dict(zip(composer.expert_names, best.values, strict=True)), mode=composer.mode,
-        loss_before=trace.history[0].loss, loss_after=best.loss, adapter=composer.adapter(),
+        weights=dict(zip(composer.expert_names, best.values, strict=True)),
+        mode=composer.mode,
+        loss_before=trace.history[0].loss,
+        loss_after=best.loss,
+        adapter=composer.adapter(),
         search=trace,
     )
 
 
 def search_alphas(
-    composer: LoraComposer, loss: Loss, *, weights: Sequence[float] | None = None,
-    shared: bool = False, budget: int = 20, optimizer: str = "NGOpt", seed: int = 42,
-    max_scale: float = 4.0, on_step: StepCallback | None = None,
+    composer: LoraComposer,
+    loss: Loss,
+    *,
+    weights: Sequence[float] | None = None,
+    shared: bool = False,
+    budget: int = 20,
+    optimizer: str = "NGOpt",
+    seed: int = 42,
+    max_scale: float = 4.0,
+    on_step: StepCallback | None = None,
 ) -> AlphaSearchResult:
     """Rescale each expert as a whole (one scale per expert, or one `shared`) in [0, max_scale].
 
@@ -217,16 +252,29 @@ def search_alphas(
         value = _finite(loss(composer.peft_model))
         return value, value
 
-    trace = _minimize(evaluate, np.ones(1 if shared else count), 0.0, max_scale,
-                      optimizer=optimizer, budget=budget, seed=seed, on_step=on_step)
+    trace = _minimize(
+        evaluate,
+        np.ones(1 if shared else count),
+        0.0,
+        max_scale,
+        optimizer=optimizer,
+        budget=budget,
+        seed=seed,
+        on_step=on_step,
+    )
     best = trace.best
     scales = np.broadcast_to(best.values, (count,))
     composer.apply(fixed, scales)
     return AlphaSearchResult(
         scales={e.name: float(s) for e, s in zip(composer.experts, scales, strict=True)},
-        alphas={e.name: None if e.alpha is None else float(s) * e.alpha
-                for e, s in zip(composer.experts, scales, strict=True)},
+        alphas={
+            e.name: None if e.alpha is None else float(s) * e.alpha
+            for e, s in zip(composer.experts, scales, strict=True)
+        },
         weights=dict(zip(composer.expert_names, fixed.tolist(), strict=True)),
-        mode=composer.mode, loss_start=trace.history[0].loss, loss_after=best.loss,
-        adapter=composer.adapter(), search=trace,
+        mode=composer.mode,
+        loss_start=trace.history[0].loss,
+        loss_after=best.loss,
+        adapter=composer.adapter(),
+        search=trace,
     )

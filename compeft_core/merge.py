@@ -23,37 +23,50 @@ SignMethod = Literal["total", "frequency"]
 MergeMethod = Literal["task_arithmetic", "ties"]
 
 
-def _aligned(task_vectors: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
-             ) -> dict[str, list[torch.Tensor]]:
+def _aligned(
+    task_vectors: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, list[torch.Tensor]]:
     """Per name, the float32 tensors of every expert; refuses differing names or shapes."""
     if not task_vectors or len(weights) != len(task_vectors):
-        raise CompositionError(f"need one weight per task vector and at least one task vector; "
-                               f"got {len(task_vectors)} task vectors, {len(weights)} weights")
+        raise CompositionError(
+            f"need one weight per task vector and at least one task vector; "
+            f"got {len(task_vectors)} task vectors, {len(weights)} weights"
+        )
     names = task_vectors[0].keys()
     for index, vectors in enumerate(task_vectors[1:], start=1):
         if vectors.keys() != names:
             missing = sorted(names ^ vectors.keys())[:3]
-            raise CompositionError(f"task vector {index} has other tensors than task vector 0 "
-                                   f"(e.g. {missing}): different target modules")
+            raise CompositionError(
+                f"task vector {index} has other tensors than task vector 0 "
+                f"(e.g. {missing}): different target modules"
+            )
         for name in names:
             if vectors[name].shape != task_vectors[0][name].shape:
                 raise CompositionError(
                     f"{name}: shape {tuple(vectors[name].shape)} in task vector {index}, "
                     f"{tuple(task_vectors[0][name].shape)} in task vector 0 (different ranks?); "
-                    "LoRA experts of different ranks compose exactly with compose(mode='cat')")
+                    "LoRA experts of different ranks compose exactly with compose(mode='cat')"
+                )
     return {name: [v[name].to(torch.float32) for v in task_vectors] for name in names}
 
 
-def task_arithmetic(task_vectors: Sequence[Mapping[str, torch.Tensor]],
-                    weights: Sequence[float]) -> dict[str, torch.Tensor]:
+def task_arithmetic(
+    task_vectors: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
     """sum_i weights[i] * task_vectors[i], per name, in float32."""
     factors = torch.tensor(list(weights), dtype=torch.float32)
-    return {name: merge_utils.task_arithmetic(tensors, factors)
-            for name, tensors in _aligned(task_vectors, weights).items()}
+    return {
+        name: merge_utils.task_arithmetic(tensors, factors)
+        for name, tensors in _aligned(task_vectors, weights).items()
+    }
 
 
-def ties_merge(task_vectors: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float],
-               density: float = 0.2, sign_method: SignMethod = "total") -> dict[str, torch.Tensor]:
+def ties_merge(
+    task_vectors: Sequence[Mapping[str, torch.Tensor]],
+    weights: Sequence[float],
+    density: float = 0.2,
+    sign_method: SignMethod = "total",
+) -> dict[str, torch.Tensor]:
     """TIES per name, in float32: trim, elect sign, disjoint mean.
 
     Each task vector keeps its floor(density * n) largest-magnitude entries of that tensor; the
@@ -64,13 +77,18 @@ def ties_merge(task_vectors: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
     if not 0 < density <= 1:
         raise CompositionError(f"density must be in (0, 1], got {density!r}")
     factors = torch.tensor(list(weights), dtype=torch.float32)
-    return {name: merge_utils.ties(tensors, factors, density, sign_method)
-            for name, tensors in _aligned(task_vectors, weights).items()}
+    return {
+        name: merge_utils.ties(tensors, factors, density, sign_method)
+        for name, tensors in _aligned(task_vectors, weights).items()
+    }
 
 
 def merge_lora_experts(
-    experts: Sequence[LoraExpert], weights: Sequence[float], method: MergeMethod = "ties",
-    density: float = 0.2, sign_method: SignMethod = "total",
+    experts: Sequence[LoraExpert],
+    weights: Sequence[float],
+    method: MergeMethod = "ties",
+    density: float = 0.2,
+    sign_method: SignMethod = "total",
 ) -> ComposedAdapter:
     """Merge LoRA experts A's with A's and B's with B's into one adapter of the first's config.
 

@@ -131,8 +131,12 @@ def _lora_alpha(config: dict[str, Any]) -> float | None:
     value = config.get("lora_alpha")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        0 < value <= sys.float_info.max  # also refuses NaN, and integers beyond float64
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (
+            0 < value <= sys.float_info.max  # also refuses NaN, and integers beyond float64
+        )
     ):
         raise AdapterFormatError(
             f"{CONFIG_NAME}: lora_alpha must be a positive finite number, got {reprlib.repr(value)}"
@@ -337,6 +341,9 @@ def write_adapter_folder(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / WEIGHTS_NAME),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(folder / WEIGHTS_NAME),
+        metadata={"format": "pt"},
+    )
     return folder

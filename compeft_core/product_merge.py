@@ -34,8 +34,12 @@ PRODUCT_METHODS: tuple[ProductMethod, ...] = get_args(ProductMethod)
 
 
 def merge_lora_products(
-    experts: Sequence[LoraExpert], weights: Sequence[float], method: ProductMethod = "svd",
-    rank: int | None = None, density: float = 0.2, sign_method: SignMethod = "total",
+    experts: Sequence[LoraExpert],
+    weights: Sequence[float],
+    method: ProductMethod = "svd",
+    rank: int | None = None,
+    density: float = 0.2,
+    sign_method: SignMethod = "total",
 ) -> ComposedAdapter:
     """One adapter whose update at every module is the merge of the experts' w_i ΔW_i.
 
@@ -52,8 +56,9 @@ def merge_lora_products(
     _check_mergeable(experts, weights)
     if method == "concat":
         if rank is not None:
-            raise CompositionError("rank applies to 'svd' and 'ties'; 'concat' keeps the sum of "
-                                   "the experts' ranks")
+            raise CompositionError(
+                "rank applies to 'svd' and 'ties'; 'concat' keeps the sum of the experts' ranks"
+            )
         return _in_float32(_exact_sum(experts, weights))
     rank = experts[0].lora_config.r if rank is None else rank
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
@@ -62,8 +67,9 @@ def merge_lora_products(
         factors = _truncated_sum(_exact_sum(experts, weights), rank)
     else:
         factors = _truncated_ties(experts, weights, rank, density, sign_method)
-    return ComposedAdapter(unit_scaling_config(experts[0].config, list(experts[0].modules), rank),
-                           factors)
+    return ComposedAdapter(
+        unit_scaling_config(experts[0].config, list(experts[0].modules), rank), factors
+    )
 
 
 def _check_mergeable(experts: list[LoraExpert], weights: Sequence[float]) -> None:
@@ -74,31 +80,36 @@ def _check_mergeable(experts: list[LoraExpert], weights: Sequence[float]) -> Non
     if not experts:
         raise CompositionError("no experts given")
     if len(weights) != len(experts):
-        raise CompositionError(f"need one weight per expert: got {len(experts)} experts, "
-                               f"{len(weights)} weights")
+        raise CompositionError(
+            f"need one weight per expert: got {len(experts)} experts, {len(weights)} weights"
+        )
     first = experts[0]
     layers = {path: (m.b.shape[0], m.a.shape[1]) for path, m in first.modules.items()}
     for expert in experts[1:]:
         other = {path: (m.b.shape[0], m.a.shape[1]) for path, m in expert.modules.items()}
         if other != layers:
-            path = next(p for p in sorted(layers.keys() | other.keys())
-                        if layers.get(p) != other.get(p))
+            path = next(
+                p for p in sorted(layers.keys() | other.keys()) if layers.get(p) != other.get(p)
+            )
             raise CompositionError(
                 f"experts {first.name!r} and {expert.name!r} have different LoRA modules "
                 f"({path}: (out, in) {layers.get(path)} vs {other.get(path)}); merging products "
-                "needs the same modules in every expert")
+                "needs the same modules in every expert"
+            )
 
 
 def _exact_sum(experts: list[LoraExpert], weights: Sequence[float]) -> ComposedAdapter:
     """sum_i w_i ΔW_i as the concatenated factors of `compose(mode="cat")`, in float64."""
-    in_float64 = [replace(e, tensors={k: v.to(torch.float64) for k, v in e.tensors.items()})
-                  for e in experts]
+    in_float64 = [
+        replace(e, tensors={k: v.to(torch.float64) for k, v in e.tensors.items()}) for e in experts
+    ]
     return compose(in_float64, weights, mode="cat")
 
 
 def _in_float32(adapter: ComposedAdapter) -> ComposedAdapter:
-    return ComposedAdapter(adapter.config,
-                           {k: v.to(torch.float32) for k, v in adapter.tensors.items()})
+    return ComposedAdapter(
+        adapter.config, {k: v.to(torch.float32) for k, v in adapter.tensors.items()}
+    )
 
 
 def _truncated_sum(exact: ComposedAdapter, rank: int) -> dict[str, torch.Tensor]:
@@ -114,8 +125,13 @@ def _truncated_sum(exact: ComposedAdapter, rank: int) -> dict[str, torch.Tensor]
     return factors
 
 
-def _truncated_ties(experts: list[LoraExpert], weights: Sequence[float], rank: int,
-                    density: float, sign_method: SignMethod) -> dict[str, torch.Tensor]:
+def _truncated_ties(
+    experts: list[LoraExpert],
+    weights: Sequence[float],
+    rank: int,
+    density: float,
+    sign_method: SignMethod,
+) -> dict[str, torch.Tensor]:
     """TIES of the dense products (float32, as `ties_merge` computes), then a dense SVD.
 
     One module at a time: every expert's dense products at once would not fit in memory for a
@@ -123,16 +139,19 @@ def _truncated_ties(experts: list[LoraExpert], weights: Sequence[float], rank: i
     modules = [e.modules for e in experts]
     factors = {}
     for path in modules[0]:
-        products = [{path: m[path].scaling * (m[path].b.to(torch.float64)
-                                              @ m[path].a.to(torch.float64))} for m in modules]
+        products = [
+            {path: m[path].scaling * (m[path].b.to(torch.float64) @ m[path].a.to(torch.float64))}
+            for m in modules
+        ]
         merged = ties_merge(products, weights, density, sign_method)[path]
         u, s, vt = torch.linalg.svd(merged.to(torch.float64), full_matrices=False)
         factors.update(_balanced_top(path, u, s, vt, rank))
     return factors
 
 
-def _balanced_top(path: str, u: torch.Tensor, s: torch.Tensor, vt: torch.Tensor, rank: int
-                  ) -> dict[str, torch.Tensor]:
+def _balanced_top(
+    path: str, u: torch.Tensor, s: torch.Tensor, vt: torch.Tensor, rank: int
+) -> dict[str, torch.Tensor]:
     """A = √S Vᵀ and B = U√S of the top `rank` components (zero-padded), float32, sign-fixed."""
     kept = min(rank, s.numel())
     half = s[:kept].sqrt()
@@ -142,5 +161,7 @@ def _balanced_top(path: str, u: torch.Tensor, s: torch.Tensor, vt: torch.Tensor,
     b[:, :kept] = u[:, :kept] * half
     largest = a.gather(1, a.abs().argmax(dim=1, keepdim=True)).squeeze(1)
     flip = torch.where(largest < 0, -1.0, 1.0).to(torch.float64)
-    return {lora_key(path, "A"): (a * flip[:, None]).to(torch.float32),
-            lora_key(path, "B"): (b * flip).to(torch.float32)}
+    return {
+        lora_key(path, "A"): (a * flip[:, None]).to(torch.float32),
+        lora_key(path, "B"): (b * flip).to(torch.float32),
+    }

@@ -102,8 +102,9 @@ def _encode_streams(symbols, bounds, freq, start, scale_bits):
     out = np.empty(total, dtype=np.uint32)
     firsts = np.zeros(n_streams, dtype=np.int64)
     for s in numba.prange(n_streams):
-        firsts[s] = _encode_one(symbols, bounds[s], bounds[s + 1], freq, start, scale_bits,
-                                out, ends[s])
+        firsts[s] = _encode_one(
+            symbols, bounds[s], bounds[s + 1], freq, start, scale_bits, out, ends[s]
+        )
     return out, firsts, ends
 
 
@@ -140,8 +141,18 @@ def _decode_streams(words, word_bounds, bounds, freq, start, slot_to_symbol, sca
     out = np.empty(bounds[n_streams], dtype=np.uint8)
     status = np.zeros(n_streams, dtype=np.int64)
     for s in numba.prange(n_streams):
-        status[s] = _decode_one(words, word_bounds[s], word_bounds[s + 1], out, bounds[s],
-                                bounds[s + 1], freq, start, slot_to_symbol, scale_bits)
+        status[s] = _decode_one(
+            words,
+            word_bounds[s],
+            word_bounds[s + 1],
+            out,
+            bounds[s],
+            bounds[s + 1],
+            freq,
+            start,
+            slot_to_symbol,
+            scale_bits,
+        )
     return out, status.max()
 
 
@@ -167,16 +178,23 @@ def decode_bytes(
     rANS ends in the state the encoder started from and consumes every word, so truncation and
     most corruptions are caught here; the blob's CRC catches the rest.
     """
-    if not 1 <= len(stream_words) <= max(1, min(MAX_STREAMS, n_symbols)) or sum(
-        stream_words
-    ) != len(words) or min(stream_words) < 2:
+    if (
+        not 1 <= len(stream_words) <= max(1, min(MAX_STREAMS, n_symbols))
+        or sum(stream_words) != len(words)
+        or min(stream_words) < 2
+    ):
         raise RansDecodeError("the entropy-coded mask streams have inconsistent lengths")
     freq, start, slot_to_symbol = byte_model(kept, total)
     word_bounds = np.concatenate([[0], np.cumsum(stream_words)]).astype(np.int64)
     bounds = stream_bounds(n_symbols, len(stream_words))
     symbols, status = _decode_streams(
-        np.ascontiguousarray(words, dtype=np.uint32), word_bounds, bounds, freq, start,
-        slot_to_symbol, SCALE_BITS,
+        np.ascontiguousarray(words, dtype=np.uint32),
+        word_bounds,
+        bounds,
+        freq,
+        start,
+        slot_to_symbol,
+        SCALE_BITS,
     )
     if status:
         reason = {1: "ends early", 2: "has trailing data", 3: "ends in a wrong state"}[status]

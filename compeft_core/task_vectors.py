@@ -43,13 +43,16 @@ def residual_task_vector(
     """
     residual: dict[str, torch.Tensor] = {}
     try:
-        with safe_open(str(finetuned), framework="pt") as tuned, safe_open(
-            str(base), framework="pt"
-        ) as original:
+        with (
+            safe_open(str(finetuned), framework="pt") as tuned,
+            safe_open(str(base), framework="pt") as original,
+        ):
             base_names = set(original.keys())
             for name in tuned.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
                 if name not in base_names:
-                    raise AdapterFormatError(f"{name}: present in the fine-tuned model, not in base")
+                    raise AdapterFormatError(
+                        f"{name}: present in the fine-tuned model, not in base"
+                    )
                 after, before = tuned.get_tensor(name), original.get_tensor(name)
                 if after.shape != before.shape:
                     raise AdapterFormatError(

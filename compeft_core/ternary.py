@@ -176,15 +176,24 @@ def unpack_range(mask, start, end, signs, first_sign, positive, negative, out):
 def unpack_ranges(mask, starts, ends, signs, first_signs, positive, negative, out):
     """`unpack_range` for every range in parallel, into one flat zero-filled `out`."""
     for r in numba.prange(starts.shape[0]):
-        unpack_range(mask, starts[r], ends[r], signs, first_signs[r], positive[r], negative[r],
-                     out[starts[r] : ends[r]])
+        unpack_range(
+            mask,
+            starts[r],
+            ends[r],
+            signs,
+            first_signs[r],
+            positive[r],
+            negative[r],
+            out[starts[r] : ends[r]],
+        )
 
 
 _ONE_BITS = np.array([1.0, -1.0], dtype=np.float32).view(np.int32)
 
 
-def ternary_values(mask: np.ndarray, signs: np.ndarray, start: int, end: int, first_sign: int
-                   ) -> np.ndarray:
+def ternary_values(
+    mask: np.ndarray, signs: np.ndarray, start: int, end: int, first_sign: int
+) -> np.ndarray:
     """The ternary entries (+1, -1, 0 as float32) of positions [start, end) of a packed mask.
 
     `first_sign` is the index of the first sign bit of the range (kept entries before `start`).

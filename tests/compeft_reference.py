@@ -37,8 +37,13 @@ def balanced(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def reference_decompress(
-    tensors: dict[str, torch.Tensor], density: float, scope: str, alpha: float | None,
-    dtype: torch.dtype, factorisation: str = "as-trained", scale: str = "entry",
+    tensors: dict[str, torch.Tensor],
+    density: float,
+    scope: str,
+    alpha: float | None,
+    dtype: torch.dtype,
+    factorisation: str = "as-trained",
+    scale: str = "entry",
 ) -> dict[str, torch.Tensor]:
     """alpha * sigma * sign(x) on the k = round(density * n) largest |x| (earliest wins ties).
 
@@ -71,15 +76,21 @@ def reference_decompress(
     if alpha is None and scale == "unbiased":
         alphas.update(_unbiased_alphas(source, keeps, sigmas, scope))
     return {
-        name: torch.where(keeps[name], torch.sign(flat).to(dtype)
-                          * torch.tensor(alphas[name] * sigmas[name], dtype=dtype),
-                          torch.zeros((), dtype=dtype)).reshape(tensors[name].shape)
+        name: torch.where(
+            keeps[name],
+            torch.sign(flat).to(dtype) * torch.tensor(alphas[name] * sigmas[name], dtype=dtype),
+            torch.zeros((), dtype=dtype),
+        ).reshape(tensors[name].shape)
         for name, flat in zip(names, flats, strict=True)
     }
 
 
-def _unbiased_alphas(source: dict[str, torch.Tensor], keeps: dict[str, torch.Tensor],
-                     sigmas: dict[str, float], scope: str) -> dict[str, float]:
+def _unbiased_alphas(
+    source: dict[str, torch.Tensor],
+    keeps: dict[str, torch.Tensor],
+    sigmas: dict[str, float],
+    scope: str,
+) -> dict[str, float]:
     """Per pair (or, under global scope, over all pairs) alpha * sigma = sqrt(‖W‖² / ⟨W, P⟩)."""
     moments = {}
     for a_name, b_name in _lora_pairs(source):
@@ -87,8 +98,10 @@ def _unbiased_alphas(source: dict[str, torch.Tensor], keeps: dict[str, torch.Ten
         ternary_a = torch.where(keeps[a_name].reshape(a.shape), torch.sign(a), 0)
         ternary_b = torch.where(keeps[b_name].reshape(b.shape), torch.sign(b), 0)
         product = b @ a
-        moments[a_name, b_name] = (float((product**2).sum()),
-                                   float((product * (ternary_b @ ternary_a)).sum()))
+        moments[a_name, b_name] = (
+            float((product**2).sum()),
+            float((product * (ternary_b @ ternary_a)).sum()),
+        )
     if scope == "global" and moments:
         norm, inner = (sum(m[i] for m in moments.values()) for i in (0, 1))
         moments = {pair: (norm, inner) for pair in moments}
@@ -96,32 +109,43 @@ def _unbiased_alphas(source: dict[str, torch.Tensor], keeps: dict[str, torch.Ten
     for (a_name, b_name), (norm, inner) in moments.items():
         root = (norm / inner) ** 0.5 if inner > 0 else 0.0
         for name in (a_name, b_name):
-            alphas[name] = float(torch.tensor(root / sigmas[name] if sigmas[name] > 0 else 0.0)
-                                 .float())
+            alphas[name] = float(
+                torch.tensor(root / sigmas[name] if sigmas[name] > 0 else 0.0).float()
+            )
     if scope == "global":
         return dict.fromkeys(source, next(iter(alphas.values()))) if alphas else {}
     return alphas
 
 
-def reference_fidelity(uploaded: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]
-                       ) -> dict[str, tuple[float, float]]:
+def reference_fidelity(
+    uploaded: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]
+) -> dict[str, tuple[float, float]]:
     """Module path (LoRA pairs: of the full products B·A) or tensor name -> (relative error,
     cosine) of the decoded update, in float64; a zero update decoded as zero is exact."""
     figures = {}
     paired = set()
     updates = []
     for a_name, b_name in _lora_pairs(uploaded):
-        updates.append((a_name.removesuffix(".lora_A.weight"),
-                        uploaded[b_name].double() @ uploaded[a_name].double(),
-                        decoded[b_name].double() @ decoded[a_name].double()))
+        updates.append(
+            (
+                a_name.removesuffix(".lora_A.weight"),
+                uploaded[b_name].double() @ uploaded[a_name].double(),
+                decoded[b_name].double() @ decoded[a_name].double(),
+            )
+        )
         paired.update((a_name, b_name))
-    updates += [(name, uploaded[name].double(), decoded[name].double())
-                for name in sorted(uploaded) if name not in paired]
+    updates += [
+        (name, uploaded[name].double(), decoded[name].double())
+        for name in sorted(uploaded)
+        if name not in paired
+    ]
     for name, x, x_hat in updates:
         if not x.any() or not x_hat.any():
             exact = not x.any() and not x_hat.any()
             figures[name] = (0.0 if exact else 1.0, 1.0 if exact else 0.0)
         else:
-            figures[name] = (float((x - x_hat).norm() / x.norm()),
-                             float((x * x_hat).sum() / (x.norm() * x_hat.norm())))
+            figures[name] = (
+                float((x - x_hat).norm() / x.norm()),
+                float((x * x_hat).sum() / (x.norm() * x_hat.norm())),
+            )
     return figures

@@ -8,11 +8,21 @@ import sys
 
 
 def test_codec_bench_quick_prints_the_summary_json():
-    done = subprocess.run([sys.executable, "-m", "bench.codec", "--quick"], capture_output=True,
-                          text=True, check=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.codec", "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(summary) == {"bits_per_param", "vs_entropy", "ratio_vs_fp16", "encode_mparams_s",
-                            "decode_mparams_s"}
+    assert set(summary) == {
+        "bits_per_param",
+        "vs_entropy",
+        "ratio_vs_fp16",
+        "encode_mparams_s",
+        "decode_mparams_s",
+    }
     assert 0.5 < summary["bits_per_param"] < 1.0  # density 0.1: bound 0.569 + headers
     assert summary["ratio_vs_fp16"] > 10
     assert "baseline_topk_2bit" in done.stdout

@@ -16,15 +16,26 @@ from compeft_core.compose import compose
 
 
 def test_compose_bench_quick_prints_the_summary_json():
-    done = subprocess.run([sys.executable, "-m", "bench.compose", "--quick"], capture_output=True,
-                          text=True, check=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.compose", "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(summary) == {"ours_s", "floor_s", "reference_s", "ratio_vs_floor",
-                            "ratio_vs_reference"}
+    assert set(summary) == {
+        "ours_s",
+        "floor_s",
+        "reference_s",
+        "ratio_vs_floor",
+        "ratio_vs_reference",
+    }
     assert all(math.isfinite(value) and value > 0 for value in summary.values())
     assert summary["ratio_vs_floor"] == pytest.approx(summary["ours_s"] / summary["floor_s"])
     assert summary["ratio_vs_reference"] == pytest.approx(
-        summary["ours_s"] / summary["reference_s"])
+        summary["ours_s"] / summary["reference_s"]
+    )
     for method in ("ours", "floor", "reference"):
         assert method in done.stdout
     assert "NGOpt chose" in done.stdout

@@ -82,8 +82,10 @@ def test_batches_cover_each_epoch_once_and_group_similar_lengths():
     assert sorted(rows) == list(range(200)) and all(len(batch) == 8 for batch in epoch)
     shuffled = list(range(200))
     random.Random(0).shuffle(shuffled)
-    assert _padding(lengths, epoch) < _padding(lengths, [shuffled[k:k + 8]
-                                                         for k in range(0, 200, 8)]) / 2
+    assert (
+        _padding(lengths, epoch)
+        < _padding(lengths, [shuffled[k : k + 8] for k in range(0, 200, 8)]) / 2
+    )
     again = length_grouped_batches(lengths, batch_size=8, seed=0, group=5)
     assert [next(again) for _ in range(len(epoch))] == epoch
 
@@ -95,8 +97,11 @@ def _padding(lengths: list[int], batches: list[list[int]]) -> int:
 @pytest.mark.slow
 def test_an_expert_is_written_whole_and_not_trained_twice(smollm2, tmp_path):
     tokenizer, base = smollm2
-    library = Library(Q_V, ("chatterbot-category",),
-                      Schedule(max_steps=2, eval_every=1, patience=1, batch_size=2, lr=3e-3))
+    library = Library(
+        Q_V,
+        ("chatterbot-category",),
+        Schedule(max_steps=2, eval_every=1, patience=1, batch_size=2, lr=3e-3),
+    )
     sizes = SplitSizes(train=4, validation=4, test=4)
     (task,) = load_tasks(sizes, library.tasks)
     record = train_expert(tokenizer, base, library, task, tmp_path / task.name, seed=0)
@@ -105,9 +110,16 @@ def test_an_expert_is_written_whole_and_not_trained_twice(smollm2, tmp_path):
     assert set(record["validation"]) >= {"0", "1"}
     assert json.loads((tmp_path / task.name / TRAINING_RECORD).read_text()) == record
     weights = read_adapter_folder(tmp_path / task.name).tensors
-    assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 0
-               for name, tensor in weights.items())  # trained, not the zero initialisation
+    assert any(
+        name.endswith("lora_B.weight") and tensor.abs().max() > 0
+        for name, tensor in weights.items()
+    )  # trained, not the zero initialisation
     assert train_library(library, library.tasks, retrain=False, root=tmp_path, sizes=sizes) == {}
-    retrained = train_library(replace(library, schedule=replace(library.schedule, max_steps=1)),
-                              library.tasks, retrain=True, root=tmp_path, sizes=sizes)
+    retrained = train_library(
+        replace(library, schedule=replace(library.schedule, max_steps=1)),
+        library.tasks,
+        retrain=True,
+        root=tmp_path,
+        sizes=sizes,
+    )
     assert retrained[task.name]["steps"] == 1

@@ -27,11 +27,24 @@ from bench.quality_tasks import SplitSizes, load_tasks
 from compeft_core.compress import compress
 from compeft_core.peft_io import read_adapter_folder
 
-SUMMARY_KEYS = {"tasks", "base_acc", "uncompressed_acc", "compressed_acc",
-                "compressed_over_uncompressed", "merge_compressed_acc", "merge_uncompressed_acc",
-                "compose_compressed_acc", "compose_uncompressed_acc", "learned_tasks",
-                "gain_kept", "gain_kept_tuned", "gain_kept_d005", "compose_top1_compressed_acc",
-                "compose_top1_uncompressed_acc", "bits_per_param"}
+SUMMARY_KEYS = {
+    "tasks",
+    "base_acc",
+    "uncompressed_acc",
+    "compressed_acc",
+    "compressed_over_uncompressed",
+    "merge_compressed_acc",
+    "merge_uncompressed_acc",
+    "compose_compressed_acc",
+    "compose_uncompressed_acc",
+    "learned_tasks",
+    "gain_kept",
+    "gain_kept_tuned",
+    "gain_kept_d005",
+    "compose_top1_compressed_acc",
+    "compose_top1_uncompressed_acc",
+    "bits_per_param",
+}
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -49,9 +62,14 @@ def _assert_accuracies(summary: dict) -> None:
 @pytest.mark.slow
 def test_quick_run_trains_uploads_measures_and_reports(tmp_path):
     out = tmp_path / "results"
-    done = subprocess.run([sys.executable, "-m", "bench.quality", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, check=True,
-                          env={**os.environ, **ENV})
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.quality", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env={**os.environ, **ENV},
+    )
     summary = _last_json_line(done.stdout)
     _assert_accuracies(summary)
     assert summary["tasks"] == 2
@@ -73,8 +91,13 @@ def test_quick_run_trains_uploads_measures_and_reports(tmp_path):
 def test_summary_of_the_stored_results_is_the_last_line():
     if not (results_dir(FULL.library.kind.name) / RESULTS_FILE).is_file():
         pytest.skip("no stored results yet: run `python -m bench.quality`")
-    done = subprocess.run([sys.executable, "-m", "bench.quality", "--summary"],
-                          capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.quality", "--summary"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     summary = _last_json_line(done.stdout)
     _assert_accuracies(summary)
     assert summary["tasks"] >= 8
@@ -116,12 +139,26 @@ def test_settings_fetched_through_the_client_are_compeft_of_the_stored_adapter(h
 def _results(*tasks: tuple[float, float, float, float]) -> dict:
     """A results dict of tasks (base, fp16, tuned, stored) at the default and at d=0.05."""
     keys = {"default": 0.1, "sparser": 0.05}
-    return {"default_setting": "default", "tasks": {f"task{i}": {
-        "base": base, "uncompressed": fp16,
-        "uploads": {k: {"density": d, "scope": "tensor", "factorisation": "balanced",
-                        "scale": "unbiased"} for k, d in keys.items()},
-        "settings": {k: {"test": tuned, "test_stored": stored} for k in keys}}
-        for i, (base, fp16, tuned, stored) in enumerate(tasks)}}
+    return {
+        "default_setting": "default",
+        "tasks": {
+            f"task{i}": {
+                "base": base,
+                "uncompressed": fp16,
+                "uploads": {
+                    k: {
+                        "density": d,
+                        "scope": "tensor",
+                        "factorisation": "balanced",
+                        "scale": "unbiased",
+                    }
+                    for k, d in keys.items()
+                },
+                "settings": {k: {"test": tuned, "test_stored": stored} for k in keys},
+            }
+            for i, (base, fp16, tuned, stored) in enumerate(tasks)
+        },
+    }
 
 
 def test_gain_kept_is_over_the_learned_tasks_with_stored_or_tuned_alphas():
@@ -134,18 +171,31 @@ def test_gain_kept_is_over_the_learned_tasks_with_stored_or_tuned_alphas():
 
 @pytest.mark.slow
 def test_factorisation_bench_quick_measures_every_choice_against_the_paper():
-    done = subprocess.run([sys.executable, "-m", "bench.factorisation", "--quick"],
-                          capture_output=True, text=True, timeout=600, check=True,
-                          env={**os.environ, **ENV})
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.factorisation", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env={**os.environ, **ENV},
+    )
     summary = _last_json_line(done.stdout)
     assert summary["baseline"] == "as-trained/entry"
-    assert set(summary["settings"]) == {f"{f}/{s}@0.1" for f, s in (
-        ("as-trained", "entry"), ("balanced", "entry"), ("balanced", "unbiased"),
-        ("as-trained", "unbiased"))}
+    assert set(summary["settings"]) == {
+        f"{f}/{s}@0.1"
+        for f, s in (
+            ("as-trained", "entry"),
+            ("balanced", "entry"),
+            ("balanced", "unbiased"),
+            ("as-trained", "unbiased"),
+        )
+    }
     for setting in summary["settings"].values():
         assert -1 <= setting["cosine"] <= 1 and setting["relative_error"] >= 0
         assert 0.3 < setting["bits_per_param"] < 1  # density 0.1: 0.57 bits/param and headers
-    balanced, paper = (summary["settings"][key]["cosine"]
-                       for key in ("balanced/unbiased@0.1", "as-trained/entry@0.1"))
+    balanced, paper = (
+        summary["settings"][key]["cosine"]
+        for key in ("balanced/unbiased@0.1", "as-trained/entry@0.1")
+    )
     assert balanced > paper + 0.1  # the balanced gauge keeps the product better (0.77 vs 0.54)
     assert "gain kept" in done.stdout

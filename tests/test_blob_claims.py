@@ -91,9 +91,7 @@ def test_a_new_claim_waits_until_a_deleting_writer_has_removed_the_blob(hub: Hub
     with hub.sessions() as failing, hub.sessions() as arriving:
         claim(failing, KEY)
         _put(hub.store)
-        giving_up = threading.Thread(
-            target=abandon, args=(failing, cast(BlobStore, paused), KEY)
-        )
+        giving_up = threading.Thread(target=abandon, args=(failing, cast(BlobStore, paused), KEY))
         giving_up.start()
         assert paused.deleting.wait(30)
         claiming = threading.Thread(target=claim, args=(arriving, KEY))

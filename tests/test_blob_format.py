@@ -155,7 +155,10 @@ def test_version_1_blobs_still_decode_bit_identically(scope, dtype):
     of what version 1's decoder made of them."""
     expert = CompressedExpert.from_bytes((DATA / f"v1-{scope}.compeft").read_bytes())
     assert (expert.factorisation, expert.scale, expert.extra) == (
-        "as-trained", "entry", {"note": "golden v1"})
+        "as-trained",
+        "entry",
+        {"note": "golden v1"},
+    )
     decoded = expert.decompress(dtype=dtype)
     digest = hashlib.sha256()
     for name in sorted(decoded):
@@ -168,7 +171,10 @@ def test_new_blobs_record_their_factorisation_and_scale(small_blob):
     (n,) = struct.unpack("<Q", small_blob[:8])
     metadata = json.loads(small_blob[8 : 8 + n])["__metadata__"]
     assert (metadata["version"], metadata["factorisation"], metadata["scale"]) == (
-        "2", "as-trained", "entry")  # lone lora_A tensors: not pairs, nothing to balance
+        "2",
+        "as-trained",
+        "entry",
+    )  # lone lora_A tensors: not pairs, nothing to balance
     paired = {"m.lora_A.weight": torch.randn(2, 8), "m.lora_B.weight": torch.randn(8, 2)}
     again = CompressedExpert.from_bytes(compress(paired, 0.5).to_bytes())
     assert (again.factorisation, again.scale) == ("balanced", "unbiased")
@@ -178,8 +184,11 @@ def test_index_with_oversized_shapes_is_refused_before_allocating(small_blob):
     import zlib
 
     def edit(arrays, metadata):
-        index = {"names": {"templates": [["w"]], "ids": [0], "numbers": [[]]},
-                 "shapes": [[1 << 39, 1 << 39]], "dtypes": ["float32"]}
+        index = {
+            "names": {"templates": [["w"]], "ids": [0], "numbers": [[]]},
+            "shapes": [[1 << 39, 1 << 39]],
+            "dtypes": ["float32"],
+        }
         arrays["index"] = np.frombuffer(zlib.compress(json.dumps(index).encode()), np.uint8)
 
     with pytest.raises(BlobFormatError, match="do not add up"):
@@ -198,9 +207,15 @@ def test_zip_bomb_index_is_refused(small_blob):
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x00" * 7, struct.pack("<Q", 1 << 60) + b"{}", struct.pack("<Q", 2) + b"{}",
-     struct.pack("<Q", 4) + b"\xff\xfe[]", b"PK\x03\x04" + b"\x00" * 100,
-     struct.pack("<Q", 16) + b'{"__metadata__":1}'],
+    [
+        b"",
+        b"\x00" * 7,
+        struct.pack("<Q", 1 << 60) + b"{}",
+        struct.pack("<Q", 2) + b"{}",
+        struct.pack("<Q", 4) + b"\xff\xfe[]",
+        b"PK\x03\x04" + b"\x00" * 100,
+        struct.pack("<Q", 16) + b'{"__metadata__":1}',
+    ],
 )
 def test_garbage_raises_blob_format_error(data):
     with pytest.raises(BlobFormatError):

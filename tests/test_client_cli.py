@@ -37,8 +37,19 @@ def test_help_lists_the_client_commands_with_their_options(hub_cli: RunCli) -> N
 def test_upload_then_pull_prints_the_verified_cached_blob(
     hub_cli: RunCli, peft_adapter_folders: list[Path], tmp_path: Path
 ) -> None:
-    uploaded = upload(hub_cli, peft_adapter_folders[0], "alice/qa", "--sample", "Who wrote Hamlet?",
-                      "--tag", "qa", "--density", "0.25", "--scope", "global")
+    uploaded = upload(
+        hub_cli,
+        peft_adapter_folders[0],
+        "alice/qa",
+        "--sample",
+        "Who wrote Hamlet?",
+        "--tag",
+        "qa",
+        "--density",
+        "0.25",
+        "--scope",
+        "global",
+    )
     assert uploaded.stdout.startswith("alice/qa@1: ")
     assert "bits/param, density 0.25, balanced; fidelity: cosine 0." in uploaded.stdout
     pulled = hub_cli("pull", "alice/qa@1")
@@ -65,8 +76,19 @@ def test_merge_writes_one_adapter_of_the_same_shapes(
     upload(hub_cli, peft_adapter_folders[0], "alice/one")
     upload(hub_cli, peft_adapter_folders[1], "alice/two")
     out = tmp_path / "merged"
-    result = hub_cli("merge", "alice/one", "alice/two@1", "--weights", "0.5,0.5",
-                     "--method", method, "--density", "0.5", "--out", out)
+    result = hub_cli(
+        "merge",
+        "alice/one",
+        "alice/two@1",
+        "--weights",
+        "0.5,0.5",
+        "--method",
+        method,
+        "--density",
+        "0.5",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     merged = load_file(out / "adapter_model.safetensors")
     assert merged.keys() == load_file(peft_adapter_folders[0] / "adapter_model.safetensors").keys()
@@ -78,8 +100,9 @@ def test_search_prints_the_best_experts_first(
     hub_cli: RunCli, peft_adapter_folders: list[Path]
 ) -> None:
     upload(hub_cli, peft_adapter_folders[0], "alice/trivia")
-    hub_cli("upload", peft_adapter_folders[1], "alice/poems",
-            "-d", "Write poems about the sea [/b].")
+    hub_cli(
+        "upload", peft_adapter_folders[1], "alice/poems", "-d", "Write poems about the sea [/b]."
+    )
     result = hub_cli("search", "a poem about the waves", "--base-model", TINY_BASE_MODEL, "-k", "2")
     assert result.exit_code == 0, result.output
     assert result.stdout.index("alice/poems@1") < result.stdout.index("alice/trivia@1")

@@ -60,15 +60,22 @@ def toy_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_experts_on_hub(hub_client: HubClient, toy_expert_folders: dict[str, Path]) -> None:
     for task, folder in toy_expert_folders.items():
         prompts, _ = examples(task, 3, seed=500)
-        hub_client.upload(folder, f"alice/{task}", description=TOY_DESCRIPTIONS[task],
-                          samples=[as_text(prompt) for prompt in prompts], density=0.3)
+        hub_client.upload(
+            folder,
+            f"alice/{task}",
+            description=TOY_DESCRIPTIONS[task],
+            samples=[as_text(prompt) for prompt in prompts],
+            density=0.3,
+        )
 
 
 def write_shots(path: Path, task: str) -> FewShotLoss:
     """Five examples of `task` as a shots file; the same examples as a loss on token ids."""
     prompts, answers = examples(task, 5, seed=7)
-    lines = [json.dumps({"input": as_text(p), "output": as_text(a)})
-             for p, a in zip(prompts, answers, strict=True)]
+    lines = [
+        json.dumps({"input": as_text(p), "output": as_text(a)})
+        for p, a in zip(prompts, answers, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return FewShotLoss(prompts, answers, seq2seq=False)
 
@@ -81,15 +88,31 @@ def test_compose_command_retrieves_experts_and_lowers_the_few_shot_loss(
     loss = write_shots(shots, "reverse_shift")
     out = tmp_path / "composed"
     result = hub_cli(
-        "compose", "--query", "Reverse the tokens, then shift them up", "--examples", shots,
-        "--base-model", TOY_BASE_MODEL, "--model", toy_model_folder, "-k", "3", "--steps", "30",
-        "--seed", "0", "--out", out)
+        "compose",
+        "--query",
+        "Reverse the tokens, then shift them up",
+        "--examples",
+        shots,
+        "--base-model",
+        TOY_BASE_MODEL,
+        "--model",
+        toy_model_folder,
+        "-k",
+        "3",
+        "--steps",
+        "30",
+        "--seed",
+        "0",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
 
     record = json.loads((out / "composition.json").read_text())
     weights = record["weights"]
-    assert sorted(weights) == sorted(f"alice/{task}@1" for task in TASKS) == sorted(
-        record["scores"])
+    assert (
+        sorted(weights) == sorted(f"alice/{task}@1" for task in TASKS) == sorted(record["scores"])
+    )
     assert max(weights, key=lambda name: abs(weights[name])) == "alice/reverse_shift@1"
     assert record["loss_after"] < record["loss_before"] - 0.5
     assert record["optimizer_requested"] == "NGOpt"
@@ -109,9 +132,25 @@ def test_compose_command_takes_named_experts_without_searching(
 ) -> None:
     shots = tmp_path / "shots.jsonl"
     write_shots(shots, "shift")
-    result = hub_cli("compose", "--expert", "alice/shift@1", "--expert", "alice/copy",
-                     "--mode", "cat", "--examples", shots, "--base-model", TOY_BASE_MODEL,
-                     "--model", toy_model_folder, "--steps", "4", "--out", tmp_path / "cat")
+    result = hub_cli(
+        "compose",
+        "--expert",
+        "alice/shift@1",
+        "--expert",
+        "alice/copy",
+        "--mode",
+        "cat",
+        "--examples",
+        shots,
+        "--base-model",
+        TOY_BASE_MODEL,
+        "--model",
+        toy_model_folder,
+        "--steps",
+        "4",
+        "--out",
+        tmp_path / "cat",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "cat" / "composition.json").read_text())
     assert list(record["weights"]) == ["alice/shift@1", "alice/copy@1"]
@@ -120,10 +159,8 @@ def test_compose_command_takes_named_experts_without_searching(
 
 
 SMOL_TASKS = {
-    "capitals": [("France", "PARIS"), ("Germany", "BERLIN"), ("Italy", "ROME"),
-                 ("Japan", "TOKYO")],
-    "currencies": [("Japan", "YEN"), ("India", "RUPEE"), ("Mexico", "PESO"),
-                   ("Britain", "POUND")],
+    "capitals": [("France", "PARIS"), ("Germany", "BERLIN"), ("Italy", "ROME"), ("Japan", "TOKYO")],
+    "currencies": [("Japan", "YEN"), ("India", "RUPEE"), ("Mexico", "PESO"), ("Britain", "POUND")],
 }
 SMOL_HELD_OUT = [("Canada", "OTTAWA"), ("Kenya", "NAIROBI"), ("Norway", "OSLO")]
 
@@ -135,10 +172,14 @@ def smol_prompt(task: str, country: str) -> str:
 
 def train_smol_expert(tokenizer, base, task: str, folder: Path) -> Path:
     """Four AdamW steps of a rank-8 LoRA on q_proj and v_proj: enough to move the loss."""
-    model = get_peft_model(copy.deepcopy(base), LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    texts = [f"{smol_prompt(task, country)} {answer}{tokenizer.eos_token}"
-             for country, answer in SMOL_TASKS[task]]
+    model = get_peft_model(
+        copy.deepcopy(base),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    texts = [
+        f"{smol_prompt(task, country)} {answer}{tokenizer.eos_token}"
+        for country, answer in SMOL_TASKS[task]
+    ]
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
@@ -152,24 +193,37 @@ def train_smol_expert(tokenizer, base, task: str, folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_smollm2_experts_are_found_and_composed_through_the_hub(smollm2, hub_client: HubClient,
-                                                                tmp_path: Path) -> None:
+def test_smollm2_experts_are_found_and_composed_through_the_hub(
+    smollm2, hub_client: HubClient, tmp_path: Path
+) -> None:
     tokenizer, base = smollm2
     for task, noun in (("capitals", "capital city"), ("currencies", "currency")):
         folder = train_smol_expert(tokenizer, base, task, tmp_path)
-        hub_client.upload(folder, f"alice/{task}", density=0.3,
-                          description=f"Name the {noun} of a country, in capital letters.")
+        hub_client.upload(
+            folder,
+            f"alice/{task}",
+            density=0.3,
+            description=f"Name the {noun} of a country, in capital letters.",
+        )
     inputs = [smol_prompt("capitals", country) for country, _ in SMOL_HELD_OUT]
-    loss = FewShotLoss.from_text(tokenizer, inputs, [f" {answer}" for _, answer in SMOL_HELD_OUT],
-                                 seq2seq=False)
+    loss = FewShotLoss.from_text(
+        tokenizer, inputs, [f" {answer}" for _, answer in SMOL_HELD_OUT], seq2seq=False
+    )
 
     base_model = hub_client.info("alice/capitals").base_model
     assert base_model is not None
-    hits = hub_client.search("What is the capital city of this country?", inputs,
-                             base_model=base_model, k=2)
+    hits = hub_client.search(
+        "What is the capital city of this country?", inputs, base_model=base_model, k=2
+    )
     assert [hit.id for hit in hits] == ["alice/capitals", "alice/currencies"]
-    result = compose_from_hub(hub_client, [f"{hit.id}@{hit.revision.revision}" for hit in hits],
-                              copy.deepcopy(base), loss, budget=6, seed=0)
+    result = compose_from_hub(
+        hub_client,
+        [f"{hit.id}@{hit.revision.revision}" for hit in hits],
+        copy.deepcopy(base),
+        loss,
+        budget=6,
+        seed=0,
+    )
     assert result.loss_after < result.loss_before  # 7.8 -> 5.9 when written
     assert result.loss_before == pytest.approx(loss(base), rel=1e-5)
 

@@ -51,14 +51,31 @@ def revision_answer(blob: bytes, **overrides: Any) -> dict[str, Any]:
     """The RevisionDetail of EXPERT, announcing `blob` unless `overrides` say otherwise."""
     summary = {"min": 1.0, "mean": 1.0, "max": 1.0}
     return {
-        "id": "eve/evil", "revision": 1, "created_at": "2026-01-01T00:00:00Z",
-        "base_model": None, "peft_type": "LORA", "task_description": "evil", "tags": [],
-        "blob_sha256": hashlib.sha256(blob).hexdigest(), "blob_bytes": len(blob),
-        "density": 0.1, "scope": "global", "original_bytes": len(blob),
-        "original_dtype": "float32", "num_params": 1, "compression_ratio": 1.0,
-        "bits_per_param": 1.0, "sigma": summary, "default_alpha": summary, "rank": None,
-        "lora_alpha": None, "target_modules": [], "adapter_config": {"peft_type": "LORA"},
-        "sample_inputs": [], "blob_missing": False, **overrides,
+        "id": "eve/evil",
+        "revision": 1,
+        "created_at": "2026-01-01T00:00:00Z",
+        "base_model": None,
+        "peft_type": "LORA",
+        "task_description": "evil",
+        "tags": [],
+        "blob_sha256": hashlib.sha256(blob).hexdigest(),
+        "blob_bytes": len(blob),
+        "density": 0.1,
+        "scope": "global",
+        "original_bytes": len(blob),
+        "original_dtype": "float32",
+        "num_params": 1,
+        "compression_ratio": 1.0,
+        "bits_per_param": 1.0,
+        "sigma": summary,
+        "default_alpha": summary,
+        "rank": None,
+        "lora_alpha": None,
+        "target_modules": [],
+        "adapter_config": {"peft_type": "LORA"},
+        "sample_inputs": [],
+        "blob_missing": False,
+        **overrides,
     }
 
 
@@ -112,10 +129,16 @@ class HostileHub:
 def client_of(hub: HostileHub, cache: Path, **limits: int) -> Iterator[HubClient]:
     """A HubClient of `hub`, without retries, its limits from the environment and `limits`."""
     app = Starlette(routes=[Route("/{path:path}", hub.answer)])
-    with served_over_http(app) as url, HubClient(
-        url, cache_dir=cache, retry=RetryPolicy(attempts=1), progress=False,
-        limits=ClientLimits(**limits),
-    ) as client:
+    with (
+        served_over_http(app) as url,
+        HubClient(
+            url,
+            cache_dir=cache,
+            retry=RetryPolicy(attempts=1),
+            progress=False,
+            limits=ClientLimits(**limits),
+        ) as client,
+    ):
         yield client
 
 
@@ -126,11 +149,14 @@ def kept_blobs(cache: Path) -> list[str]:
 
 def test_blob_longer_than_announced_is_cut_off_and_not_kept(tmp_path: Path) -> None:
     blob = b"b" * MiB
-    hub = HostileHub(announcing(blob),
-                     blob=lambda hub: StreamingResponse(hub.body(ENDLESS, prefix=blob)))
+    hub = HostileHub(
+        announcing(blob), blob=lambda hub: StreamingResponse(hub.body(ENDLESS, prefix=blob))
+    )
     started = time.monotonic()
-    with client_of(hub, tmp_path) as client, pytest.raises(
-            LimitExceededError, match=f"more than the announced {len(blob)} bytes"):
+    with (
+        client_of(hub, tmp_path) as client,
+        pytest.raises(LimitExceededError, match=f"more than the announced {len(blob)} bytes"),
+    ):
         client.pull(EXPERT)
     assert time.monotonic() - started < QUICKLY_S
     assert hub.settled() < len(blob) + IN_FLIGHT
@@ -141,10 +167,16 @@ def test_blob_with_content_length_above_announced_is_refused_before_its_body(
     tmp_path: Path,
 ) -> None:
     blob = CHUNK * (2 * IN_FLIGHT // len(CHUNK))  # what the body starts with, lazily
-    hub = HostileHub(announcing(blob), blob=lambda hub: StreamingResponse(
-        hub.body(HUGE), headers={"Content-Length": str(HUGE)}))
-    with client_of(hub, tmp_path) as client, pytest.raises(
-            LimitExceededError, match=f"Content-Length {HUGE}, more than the {len(blob)} bytes"):
+    hub = HostileHub(
+        announcing(blob),
+        blob=lambda hub: StreamingResponse(hub.body(HUGE), headers={"Content-Length": str(HUGE)}),
+    )
+    with (
+        client_of(hub, tmp_path) as client,
+        pytest.raises(
+            LimitExceededError, match=f"Content-Length {HUGE}, more than the {len(blob)} bytes"
+        ),
+    ):
         client.pull(EXPERT)
     assert hub.settled() < IN_FLIGHT + len(CHUNK)  # not even the announced bytes were read
     assert kept_blobs(tmp_path) == []
@@ -152,20 +184,22 @@ def test_blob_with_content_length_above_announced_is_refused_before_its_body(
 
 def test_announced_blob_above_the_client_cap_is_never_requested(tmp_path: Path) -> None:
     hub = HostileHub(announcing(b"", blob_bytes=1 << 40), blob=sending(b"a terabyte, honest"))
-    with client_of(hub, tmp_path) as client, pytest.raises(
-            LimitExceededError, match=f"{1 << 40} bytes.*COMPEFT_HUB_MAX_BLOB_BYTES"):
+    with (
+        client_of(hub, tmp_path) as client,
+        pytest.raises(LimitExceededError, match=f"{1 << 40} bytes.*COMPEFT_HUB_MAX_BLOB_BYTES"),
+    ):
         client.pull(EXPERT)
     assert [path for path, _ in hub.seen if path.endswith("/blob")] == []
 
 
 def test_blob_cap_is_set_by_its_environment_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("COMPEFT_HUB_MAX_BLOB_BYTES", "1000")
     blob = b"b" * 1001
     hub = HostileHub(announcing(blob), blob=sending(blob))
-    with client_of(hub, tmp_path) as client, pytest.raises(
-            LimitExceededError, match="0 to 1000 "):
+    with client_of(hub, tmp_path) as client, pytest.raises(LimitExceededError, match="0 to 1000 "):
         client.pull(EXPERT)
     assert [path for path, _ in hub.seen if path.endswith("/blob")] == []
 
@@ -173,24 +207,36 @@ def test_blob_cap_is_set_by_its_environment_variable(
 @pytest.mark.parametrize("failing", ["revision", "blob"])
 def test_huge_error_body_is_read_only_up_to_its_cap(tmp_path: Path, failing: str) -> None:
     def not_found(hub: HostileHub) -> Response:
-        return StreamingResponse(hub.body(HUGE, prefix=b'{"detail": "no such expert'),
-                                 status_code=404, media_type="application/json")
+        return StreamingResponse(
+            hub.body(HUGE, prefix=b'{"detail": "no such expert'),
+            status_code=404,
+            media_type="application/json",
+        )
 
     blob = b"b" * 1000
     hub = HostileHub(not_found if failing == "revision" else announcing(blob), blob=not_found)
     started = time.monotonic()
-    with client_of(hub, tmp_path) as client, pytest.raises(NotFoundError,
-                                                            match="404: .*no such expert"):
+    with (
+        client_of(hub, tmp_path) as client,
+        pytest.raises(NotFoundError, match="404: .*no such expert"),
+    ):
         client.pull(EXPERT)
     assert time.monotonic() - started < QUICKLY_S
     assert hub.settled() < MAX_ERROR_BODY_BYTES + IN_FLIGHT
 
 
 def test_json_answer_over_its_cap_is_refused_while_reading(tmp_path: Path) -> None:
-    hub = HostileHub(lambda hub: StreamingResponse(hub.body(HUGE, prefix=b'{"id": "'),
-                                                   media_type="application/json"))
-    with client_of(hub, tmp_path, max_answer_bytes=MiB) as client, pytest.raises(
-            LimitExceededError, match=f"limit of {MiB} bytes.*COMPEFT_HUB_MAX_ANSWER_BYTES"):
+    hub = HostileHub(
+        lambda hub: StreamingResponse(
+            hub.body(HUGE, prefix=b'{"id": "'), media_type="application/json"
+        )
+    )
+    with (
+        client_of(hub, tmp_path, max_answer_bytes=MiB) as client,
+        pytest.raises(
+            LimitExceededError, match=f"limit of {MiB} bytes.*COMPEFT_HUB_MAX_ANSWER_BYTES"
+        ),
+    ):
         client.info(EXPERT)
     assert hub.settled() < MiB + IN_FLIGHT
 
@@ -200,10 +246,15 @@ def test_client_asks_for_identity_and_refuses_a_compressed_answer(tmp_path: Path
     inflated = json.dumps(revision_answer(b"blob")).encode() + b" " * (64 * MiB)
     bomb = gzip.compress(inflated, compresslevel=9)
     assert len(bomb) < MiB
-    hub = HostileHub(lambda hub: Response(bomb, headers={"Content-Encoding": "gzip"},
-                                          media_type="application/json"))
-    with client_of(hub, tmp_path) as client, pytest.raises(HubError,
-                                                            match="Content-Encoding 'gzip'"):
+    hub = HostileHub(
+        lambda hub: Response(
+            bomb, headers={"Content-Encoding": "gzip"}, media_type="application/json"
+        )
+    )
+    with (
+        client_of(hub, tmp_path) as client,
+        pytest.raises(HubError, match="Content-Encoding 'gzip'"),
+    ):
         client.info(EXPERT)
     assert hub.seen == [("/api/v1/experts/eve/evil/revisions/1", "identity")]
 
@@ -213,10 +264,17 @@ def huge_blob() -> bytes:
     bytes per parameter for the decoder's own bound (MAX_PARAMS_PER_BLOB_BYTE) to let it by."""
     kept = 8 * 2_200_000
     return CompressedExpert(
-        names=("w",), shapes=((1 << 16, 1 << 16),), dtypes=("float32",), scope="global",
-        density=kept / (1 << 32), sigma=np.ones(1, np.float32), alpha=np.ones(1, np.float32),
-        mask_words=np.zeros(2, np.uint32), mask_streams=(2,),
-        signs=np.zeros(kept // 8, np.uint8), kept=kept,
+        names=("w",),
+        shapes=((1 << 16, 1 << 16),),
+        dtypes=("float32",),
+        scope="global",
+        density=kept / (1 << 32),
+        sigma=np.ones(1, np.float32),
+        alpha=np.ones(1, np.float32),
+        mask_words=np.zeros(2, np.uint32),
+        mask_streams=(2,),
+        signs=np.zeros(kept // 8, np.uint8),
+        kept=kept,
     ).to_bytes()
 
 
@@ -236,7 +294,9 @@ DECOMPRESSING: dict[str, Callable[[HubClient, Path], object]] = {
 @pytest.mark.parametrize("metadata_tells", [True, False], ids=["announced", "only-in-blob"])
 @pytest.mark.parametrize("decompress", DECOMPRESSING.values(), ids=DECOMPRESSING.keys())
 def test_expert_decompressing_past_the_cap_is_refused_before_allocating(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metadata_tells: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    metadata_tells: bool,
     decompress: Callable[[HubClient, Path], object],
 ) -> None:
     def never(*args: object, **kwargs: object) -> None:
@@ -244,11 +304,16 @@ def test_expert_decompressing_past_the_cap_is_refused_before_allocating(
 
     monkeypatch.setattr(CompressedExpert, "decompress", never)
     blob = huge_blob()
-    hub = HostileHub(announcing(blob, num_params=(1 << 32) if metadata_tells else 1),
-                     blob=sending(blob))
-    with client_of(hub, tmp_path) as client, pytest.raises(
+    hub = HostileHub(
+        announcing(blob, num_params=(1 << 32) if metadata_tells else 1), blob=sending(blob)
+    )
+    with (
+        client_of(hub, tmp_path) as client,
+        pytest.raises(
             LimitExceededError,
-            match=f"declares {1 << 32} parameters.*COMPEFT_HUB_MAX_DECOMPRESSED_BYTES"):
+            match=f"declares {1 << 32} parameters.*COMPEFT_HUB_MAX_DECOMPRESSED_BYTES",
+        ),
+    ):
         decompress(client, tmp_path)
     downloaded = [path for path, _ in hub.seen if path.endswith("/blob")] != []
     assert downloaded is not metadata_tells

@@ -64,11 +64,21 @@ def sha256_of(path: Path) -> str:
 def test_upload_list_and_info_describe_the_revision(
     hub_client: HubClient, adapter_folder: Path
 ) -> None:
-    created = hub_client.upload(adapter_folder, EXPERT, description=DESCRIPTION,
-                                samples=["Who wrote Hamlet?"], tags=["qa", "en"],
-                                density=DENSITY, scope="global")
+    created = hub_client.upload(
+        adapter_folder,
+        EXPERT,
+        description=DESCRIPTION,
+        samples=["Who wrote Hamlet?"],
+        tags=["qa", "en"],
+        density=DENSITY,
+        scope="global",
+    )
     assert (created.id, created.revision, created.density, created.scope) == (
-        EXPERT, 1, DENSITY, "global")
+        EXPERT,
+        1,
+        DENSITY,
+        "global",
+    )
     assert created.compression_ratio > 1
 
     page = hub_client.list_experts(tag="qa")
@@ -101,19 +111,28 @@ def test_pull_downloads_once_then_answers_from_the_verified_cache(
 def test_search_ranks_the_expert_whose_task_fits_first(
     hub_client: HubClient, peft_adapter_folders: list[Path]
 ) -> None:
-    hub_client.upload(peft_adapter_folders[0], "alice/trivia", description=DESCRIPTION,
-                      samples=["Who wrote Hamlet?"])
-    hub_client.upload(peft_adapter_folders[1], "alice/poems",
-                      description="Write short poems about the sea.",
-                      samples=["A poem about waves at night"])
-    results = hub_client.search("Write a little poem about the ocean", base_model=TINY_BASE_MODEL,
-                                k=2)
+    hub_client.upload(
+        peft_adapter_folders[0],
+        "alice/trivia",
+        description=DESCRIPTION,
+        samples=["Who wrote Hamlet?"],
+    )
+    hub_client.upload(
+        peft_adapter_folders[1],
+        "alice/poems",
+        description="Write short poems about the sea.",
+        samples=["A poem about waves at night"],
+    )
+    results = hub_client.search(
+        "Write a little poem about the ocean", base_model=TINY_BASE_MODEL, k=2
+    )
     assert [(r.id, r.rank) for r in results] == [("alice/poems", 1), ("alice/trivia", 2)]
     assert results[0].score > results[1].score
     assert results[0].revision == hub_client.info("alice/poems@1")
 
-    by_example = hub_client.search(examples=["Who painted the Mona Lisa?"],
-                                   base_model=TINY_BASE_MODEL, k=1, peft_type="LORA")
+    by_example = hub_client.search(
+        examples=["Who painted the Mona Lisa?"], base_model=TINY_BASE_MODEL, k=1, peft_type="LORA"
+    )
     assert [r.id for r in by_example] == ["alice/trivia"]
     excluded = hub_client.search("a poem", base_model=TINY_BASE_MODEL, exclude=["alice/poems"])
     assert [r.id for r in excluded] == ["alice/trivia"]
@@ -126,8 +145,10 @@ def test_search_ranks_the_expert_whose_task_fits_first(
 def test_offline_client_without_cache_says_what_is_missing(
     live_hub: LiveHub, tmp_path: Path
 ) -> None:
-    with (live_hub.client(tmp_path / "empty", offline=True) as offline,
-          pytest.raises(NotCachedError, match="alice/qa@latest is not in the cache")):
+    with (
+        live_hub.client(tmp_path / "empty", offline=True) as offline,
+        pytest.raises(NotCachedError, match="alice/qa@latest is not in the cache"),
+    ):
         offline.pull(EXPERT)
     assert live_hub.recorder.requests == []
 
@@ -138,8 +159,15 @@ def test_load_decodes_to_the_compeft_formula(
     weights = load_file(adapter_folder / "adapter_model.safetensors")
     for alpha in (None, ALPHA):
         decoded = hub_client.load(uploaded, alpha=alpha)
-        expected = reference_decompress(weights, DENSITY, "tensor", alpha, torch.float32,
-                                        factorisation="balanced", scale="unbiased")
+        expected = reference_decompress(
+            weights,
+            DENSITY,
+            "tensor",
+            alpha,
+            torch.float32,
+            factorisation="balanced",
+            scale="unbiased",
+        )
         assert decoded.keys() == expected.keys() == weights.keys()
         for name, tensor in expected.items():  # the reference's SVD differs in the last bits
             torch.testing.assert_close(decoded[name], tensor, rtol=1e-5, atol=0)
@@ -153,8 +181,11 @@ def test_exported_folder_loads_in_peft_with_the_decoded_weights(
     folder = hub_client.export_peft(uploaded, tmp_path / "export", alpha=ALPHA)
     model = PeftModel.from_pretrained(tiny_base(), folder)
     decoded = hub_client.load(uploaded, alpha=ALPHA)
-    loaded = {name.replace(".default", ""): param for name, param in model.named_parameters()
-              if "lora_" in name}
+    loaded = {
+        name.replace(".default", ""): param
+        for name, param in model.named_parameters()
+        if "lora_" in name
+    }
     assert loaded.keys() == decoded.keys()
     assert all(torch.equal(loaded[name], decoded[name]) for name in decoded)
 
@@ -278,16 +309,20 @@ def test_error_answers_raise_their_family_with_the_servers_detail(
     with pytest.raises(NotFoundError, match="alice/missing") as missing:
         hub_client.info("alice/missing")
     assert missing.value.status_code == 404 and missing.value.detail
-    with (live_hub.client(tmp_path / "anonymous") as anonymous,
-          pytest.raises(AuthError, match="needs a token") as unauthenticated):
+    with (
+        live_hub.client(tmp_path / "anonymous") as anonymous,
+        pytest.raises(AuthError, match="needs a token") as unauthenticated,
+    ):
         anonymous.upload(adapter_folder, EXPERT, description=DESCRIPTION)
     assert unauthenticated.value.status_code == 401
     with pytest.raises(ForbiddenError) as forbidden:
         hub_client.upload(adapter_folder, "bob/qa", description=DESCRIPTION)
     assert forbidden.value.status_code == 403 and isinstance(forbidden.value, AuthError)
     read_only = live_hub.hub.token("alice", read_only=True)
-    with (live_hub.client(tmp_path / "reader", token=read_only) as reader,
-          pytest.raises(ForbiddenError)):
+    with (
+        live_hub.client(tmp_path / "reader", token=read_only) as reader,
+        pytest.raises(ForbiddenError),
+    ):
         reader.upload(adapter_folder, EXPERT, description=DESCRIPTION)
     hub_client.upload(adapter_folder, EXPERT, description=DESCRIPTION, parent_revision=0)
     with pytest.raises(ConflictError):
@@ -354,8 +389,10 @@ def test_a_rate_limited_write_raises_at_once_with_the_wait_the_hub_asked_for(
 
 def test_unreachable_hub_raises_server_unavailable_after_retries(tmp_path: Path) -> None:
     (port,) = free_ports(1)
-    with (HubClient(f"http://127.0.0.1:{port}", cache_dir=tmp_path, retry=FAST_RETRIES) as client,
-          pytest.raises(ServerUnavailableError, match="cannot reach .* after 3 attempts")):
+    with (
+        HubClient(f"http://127.0.0.1:{port}", cache_dir=tmp_path, retry=FAST_RETRIES) as client,
+        pytest.raises(ServerUnavailableError, match="cannot reach .* after 3 attempts"),
+    ):
         client.info(EXPERT)
 
 

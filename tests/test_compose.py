@@ -56,8 +56,9 @@ def t5_experts(tmp_path_factory) -> list[LoraExpert]:
 def rank2_expert(tmp_path_factory) -> LoraExpert:
     """Another rank, other modules, rsLoRA scaling: composable exactly only with "cat"."""
     folder = tmp_path_factory.mktemp("rank2") / "rank2"
-    save_trained_adapter(folder, LoraConfig(r=2, lora_alpha=16, use_rslora=True,
-                                            target_modules=["q_proj", "k_proj"]))
+    save_trained_adapter(
+        folder, LoraConfig(r=2, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "k_proj"])
+    )
     return LoraExpert.from_adapter("rank2", read_adapter_folder(folder))
 
 
@@ -120,21 +121,31 @@ def test_composition_of_compressed_experts_lowers_the_loss(llama_experts):
 def test_search_writes_in_place_and_never_rebuilds_the_model(llama_experts, monkeypatch):
     built = []
     original = compeft_core.compose.get_peft_model
-    monkeypatch.setattr(compeft_core.compose, "get_peft_model",
-                        lambda *args, **kwargs: built.append(1) or original(*args, **kwargs))
+    monkeypatch.setattr(
+        compeft_core.compose,
+        "get_peft_model",
+        lambda *args, **kwargs: built.append(1) or original(*args, **kwargs),
+    )
     base = llama_base()
     forwards = []
     base.register_forward_pre_hook(lambda module, args: forwards.append(1))
     composer = LoraComposer(base, llama_experts, mode="lorahub")
 
     def lora_parameters():
-        return {n: (id(p), p.data_ptr()) for n, p in composer.peft_model.named_parameters()
-                if "lora_" in n}
+        return {
+            n: (id(p), p.data_ptr())
+            for n, p in composer.peft_model.named_parameters()
+            if "lora_" in n
+        }
 
     before = lora_parameters()
     steps = []
-    result = lorahub_search(composer, few_shot_loss("copy"), budget=12,
-                            on_step=lambda step, total, loss: steps.append((step, total, loss)))
+    result = lorahub_search(
+        composer,
+        few_shot_loss("copy"),
+        budget=12,
+        on_step=lambda step, total, loss: steps.append((step, total, loss)),
+    )
     assert lora_parameters() == before and len(before) == 2 * 4 * LLAMA.num_hidden_layers
     distinct_candidates = {s.values for s in result.search.history}
     assert len(built) == 1 and len(forwards) == len(distinct_candidates) <= 1 + 12
@@ -161,8 +172,10 @@ def test_objective_is_lorahubs_own_up_to_the_number_of_examples(llama_experts):
 def test_same_seed_same_search(llama_experts, optimizer):
     composer = LoraComposer(llama_base(), llama_experts, mode="lorahub")
     loss = few_shot_loss("shift")
-    runs = [lorahub_search(composer, loss, budget=8, optimizer=optimizer, seed=seed)
-            for seed in (3, 3, 4)]
+    runs = [
+        lorahub_search(composer, loss, budget=8, optimizer=optimizer, seed=seed)
+        for seed in (3, 3, 4)
+    ]
     assert runs[0].search.history == runs[1].search.history
     assert runs[0].weights == runs[1].weights
     if optimizer == "OnePlusOne":  # Cobyla, NGOpt's choice here, is deterministic
@@ -172,9 +185,11 @@ def test_same_seed_same_search(llama_experts, optimizer):
 def delta_weights(model: PeftModel) -> dict[str, torch.Tensor]:
     """scaling * B @ A of every LoRA module, as peft computes it."""
     prefix = "base_model.model."
-    return {name.removeprefix(prefix): module.get_delta_weight("default")
-            for name, module in model.named_modules() if hasattr(module, "get_delta_weight")
-            and "default" in getattr(module, "lora_A", {})}
+    return {
+        name.removeprefix(prefix): module.get_delta_weight("default")
+        for name, module in model.named_modules()
+        if hasattr(module, "get_delta_weight") and "default" in getattr(module, "lora_A", {})
+    }
 
 
 def own_scaling(expert: LoraExpert) -> float:
@@ -183,19 +198,26 @@ def own_scaling(expert: LoraExpert) -> float:
     return config["lora_alpha"] / (math.sqrt(rank) if config.get("use_rslora") else rank)
 
 
-def test_cat_update_is_exactly_the_weighted_sum_of_expert_updates(llama_experts, rank2_expert,
-                                                                  tmp_path):
+def test_cat_update_is_exactly_the_weighted_sum_of_expert_updates(
+    llama_experts, rank2_expert, tmp_path
+):
     experts = [llama_experts[0], llama_experts[1], rank2_expert]
     weights = [0.7, -0.4, 1.3]
     composer = LoraComposer(llama_base(), experts, mode="cat")
     composer.apply(weights)
     deltas = delta_weights(composer.peft_model)
-    paths = {k.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
-             for e in experts for k in e.tensors}
+    paths = {
+        k.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
+        for e in experts
+        for k in e.tensors
+    }
     assert set(deltas) == paths
     for path, delta in deltas.items():
-        expected = sum(w * own_scaling(e) * e.modules[path].b @ e.modules[path].a
-                       for e, w in zip(experts, weights) if path in e.modules)
+        expected = sum(
+            w * own_scaling(e) * e.modules[path].b @ e.modules[path].a
+            for e, w in zip(experts, weights)
+            if path in e.modules
+        )
         torch.testing.assert_close(delta, expected, rtol=1e-5, atol=1e-6)
 
     adapter = composer.adapter()
@@ -208,24 +230,30 @@ def test_cat_update_is_exactly_the_weighted_sum_of_expert_updates(llama_experts,
         torch.testing.assert_close(reloaded(tokens).logits, composer.peft_model(tokens).logits)
 
 
-def test_lorahub_mode_refuses_other_ranks_or_modules_and_cat_composes_them(llama_experts,
-                                                                          rank2_expert):
+def test_lorahub_mode_refuses_other_ranks_or_modules_and_cat_composes_them(
+    llama_experts, rank2_expert
+):
     experts = [llama_experts[1], rank2_expert]
     with pytest.raises(CompositionError, match="differ in rank or target modules.*mode='cat'"):
         LoraComposer(llama_base(), experts, mode="lorahub")
     with pytest.raises(CompositionError, match="differ in rank or target modules"):
         compose(experts, [1.0, 1.0], mode="lorahub")
-    result = lorahub_search(LoraComposer(llama_base(), experts, mode="cat"),
-                            few_shot_loss("shift"), budget=15, seed=0)
+    result = lorahub_search(
+        LoraComposer(llama_base(), experts, mode="cat"), few_shot_loss("shift"), budget=15, seed=0
+    )
     assert result.loss_after < result.loss_before - 0.5 and result.mode == "cat"
 
 
 def test_fixed_weight_lorahub_sums_a_and_b_separately(llama_experts):
     weights = [0.5, -1.0, 0.25]
     composed = compose(llama_experts, weights, mode="lorahub")
-    assert composed.config == {**llama_experts[0].config, "init_lora_weights": True,
-                               "inference_mode": True, "modules_to_save": None,
-                               "trainable_token_indices": None}
+    assert composed.config == {
+        **llama_experts[0].config,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "trainable_token_indices": None,
+    }
     assert composed.tensors.keys() == llama_experts[0].tensors.keys()
     for key, tensor in composed.tensors.items():
         expected = sum(w * e.tensors[key] for e, w in zip(llama_experts, weights))
@@ -239,8 +267,9 @@ def test_lorahub_mode_keeps_each_experts_own_scaling(llama_experts):
     for path, module in stronger.modules.items():
         a = composed.tensors[f"base_model.model.{path}.lora_A.weight"]
         b = composed.tensors[f"base_model.model.{path}.lora_B.weight"]
-        torch.testing.assert_close(own_scaling(expert) * b @ a,
-                                   own_scaling(stronger) * module.b @ module.a)
+        torch.testing.assert_close(
+            own_scaling(expert) * b @ a, own_scaling(stronger) * module.b @ module.a
+        )
 
 
 def test_unusable_experts_and_arguments_are_refused(llama_experts):
@@ -256,8 +285,9 @@ def test_unusable_experts_and_arguments_are_refused(llama_experts):
     with pytest.raises(CompositionError, match="3 finite numbers"):
         compose(llama_experts, [1.0, 2.0])
     with pytest.raises(CompositionError, match="unknown nevergrad optimizer"):
-        lorahub_search(LoraComposer(llama_base(), [expert]), few_shot_loss("copy"),
-                       optimizer="NoSuchOptimizer")
+        lorahub_search(
+            LoraComposer(llama_base(), [expert]), few_shot_loss("copy"), optimizer="NoSuchOptimizer"
+        )
 
 
 def test_alpha_search_is_never_worse_than_the_default_alpha(llama_experts):
@@ -279,8 +309,13 @@ def test_alpha_search_is_never_worse_than_the_default_alpha(llama_experts):
 def test_shared_alpha_search_uses_one_scale(llama_experts):
     experts = [compressed(e) for e in llama_experts[:2]]
     assert all(e.alpha is None for e in experts)  # per-tensor default alphas
-    result = search_alphas(LoraComposer(llama_base(), experts, mode="cat"),
-                           few_shot_loss("copy"), weights=[1.0, 0.5], shared=True, budget=8)
+    result = search_alphas(
+        LoraComposer(llama_base(), experts, mode="cat"),
+        few_shot_loss("copy"),
+        weights=[1.0, 0.5],
+        shared=True,
+        budget=8,
+    )
     assert len(set(result.scales.values())) == 1 and result.alphas == {"copy": None, "shift": None}
     assert all(len(step.values) == 1 for step in result.search.history)
     assert result.weights == {"copy": 1.0, "shift": 0.5} and result.loss_after <= result.loss_start
@@ -293,7 +328,8 @@ def test_causal_loss_scores_answer_tokens_only_whatever_the_batch_size():
     one_batch = FewShotLoss(prompts, answers, seq2seq=False)
     assert one_batch.num_tokens == sum(len(a) for a in answers)
     assert FewShotLoss(prompts, answers, seq2seq=False, batch_size=3)(model) == pytest.approx(
-        one_batch(model), rel=1e-6)
+        one_batch(model), rel=1e-6
+    )
     total = 0.0
     with torch.no_grad():
         for prompt, answer in zip(prompts, answers):
@@ -306,8 +342,9 @@ def test_few_shots_from_text_add_eos_to_causal_answers():
     vocab = {word: i for i, word in enumerate(["[PAD]", "[EOS]", "[UNK]", *"abcdefgh"])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
-                                        eos_token="[EOS]", unk_token="[UNK]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]"
+    )
     model = llama_base()
     from_text = FewShotLoss.from_text(tokenizer, ["a b c", "d e"], ["f", "g h"], seq2seq=False)
     from_ids = FewShotLoss([[3, 4, 5], [6, 7]], [[8, 1], [9, 10, 1]], seq2seq=False)

@@ -40,8 +40,10 @@ def test_decompressed_tensors_equal_the_compeft_formula(scope, density, out_dtyp
 
 @pytest.mark.parametrize("scope", ["tensor", "global"])
 @pytest.mark.parametrize("density", [0.05, 0.1, 0.37, 1.0])
-@pytest.mark.parametrize(("factorisation", "scale"),
-                         [("balanced", "unbiased"), ("balanced", "entry"), ("as-trained", "unbiased")])
+@pytest.mark.parametrize(
+    ("factorisation", "scale"),
+    [("balanced", "unbiased"), ("balanced", "entry"), ("as-trained", "unbiased")],
+)
 def test_balanced_factors_and_unbiased_scales_equal_their_formula(
     scope, density, factorisation, scale
 ):
@@ -49,10 +51,12 @@ def test_balanced_factors_and_unbiased_scales_equal_their_formula(
     in the last bits of float32, so values are compared to 1e-5, zeros exactly."""
     tensors = _adapter(seed=int(density * 100))
     expert = CompressedExpert.from_bytes(
-        compress(tensors, density, scope, factorisation=factorisation, scale=scale).to_bytes())
+        compress(tensors, density, scope, factorisation=factorisation, scale=scale).to_bytes()
+    )
     assert (expert.factorisation, expert.scale) == (factorisation, scale)
-    expected = reference_decompress(tensors, density, scope, None, torch.float32,
-                                    factorisation, scale)
+    expected = reference_decompress(
+        tensors, density, scope, None, torch.float32, factorisation, scale
+    )
     decoded = expert.decompress(dtype=torch.float32)
     for name in expected:
         torch.testing.assert_close(decoded[name], expected[name], rtol=1e-5, atol=0)
@@ -119,8 +123,11 @@ def test_default_alpha_is_l2_optimal_for_the_kept_entries():
     kept = decoded != 0
 
     def error(alpha: float) -> float:
-        return float(((expert.decompress(alpha=alpha, dtype=torch.float64)["w"] - tensors["w"])
-                      [kept] ** 2).sum())
+        return float(
+            (
+                (expert.decompress(alpha=alpha, dtype=torch.float64)["w"] - tensors["w"])[kept] ** 2
+            ).sum()
+        )
 
     best = expert.default_alphas["w"]
     assert error(best) < error(best * 1.01) and error(best) < error(best * 0.99)
@@ -136,8 +143,9 @@ def test_exact_zeros_decode_to_zero_and_kept_counts_follow_round():
     tensors = {"sparse": torch.tensor([0.0] * 90 + [1.0, -1.0] * 5)}
     expert = compress(tensors, 0.5)
     decoded = expert.decompress(dtype=torch.float32)["sparse"]
-    assert torch.equal(decoded, reference_decompress(tensors, 0.5, "tensor", None,
-                                                     torch.float32)["sparse"])
+    assert torch.equal(
+        decoded, reference_decompress(tensors, 0.5, "tensor", None, torch.float32)["sparse"]
+    )
     assert int((decoded != 0).sum()) == 10
 
 
@@ -164,10 +172,19 @@ def test_metadata_reports_scope_density_and_sizes():
         ({"w": torch.tensor([1.0, float("nan")])}, {}, "w: contains NaN or infinite"),
         ({"w": torch.tensor([1.0, float("inf")])}, {}, "w: contains NaN or infinite"),
         ({"w": torch.tensor([1.0, 1e300], dtype=torch.float64)}, {}, "w: holds values beyond"),
-        ({"a": torch.ones(3, dtype=torch.float64), "w": torch.tensor([-1e39], dtype=torch.float64)},
-         {"scope": "global"}, "w: holds values beyond the float32 range"),
-        ({"a": torch.tensor([1e300], dtype=torch.float64), "w": torch.tensor([float("nan")])},
-         {"scope": "global"}, "a: holds values beyond the float32 range"),
+        (
+            {
+                "a": torch.ones(3, dtype=torch.float64),
+                "w": torch.tensor([-1e39], dtype=torch.float64),
+            },
+            {"scope": "global"},
+            "w: holds values beyond the float32 range",
+        ),
+        (
+            {"a": torch.tensor([1e300], dtype=torch.float64), "w": torch.tensor([float("nan")])},
+            {"scope": "global"},
+            "a: holds values beyond the float32 range",
+        ),
         ({"w": torch.zeros(0)}, {}, "w: empty tensor"),
         ({"w": torch.ones(3, dtype=torch.int64)}, {}, "not a floating point type"),
         ({"w": [1.0, 2.0]}, {}, "expected a torch.Tensor"),
@@ -183,7 +200,9 @@ def test_metadata_reports_scope_density_and_sizes():
     ],
 )
 def test_bad_input_gets_a_clear_error(tensors, kwargs, message):
-    with pytest.raises(CompressionInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        CompressionInputError, match=message.replace("(", r"\(").replace(")", r"\)")
+    ):
         compress(tensors, **kwargs)
 
 
@@ -196,8 +215,10 @@ def test_decompress_refuses_non_float_dtype_and_nan_alpha():
 
 
 def test_large_expert_is_coded_in_parallel_streams_and_decodes_exactly():
-    tensors = {"big": torch.randn(5_000_000, generator=torch.Generator().manual_seed(9)),
-               "small": torch.randn(1000, generator=torch.Generator().manual_seed(10))}
+    tensors = {
+        "big": torch.randn(5_000_000, generator=torch.Generator().manual_seed(9)),
+        "small": torch.randn(1000, generator=torch.Generator().manual_seed(10)),
+    }
     expert = CompressedExpert.from_bytes(compress(tensors, 0.1, "global").to_bytes())
     assert len(expert.mask_streams) > 1
     expected = reference_decompress(tensors, 0.1, "global", None, torch.float32)
@@ -209,8 +230,10 @@ def test_large_expert_is_coded_in_parallel_streams_and_decodes_exactly():
 def test_huge_lora_factors_are_balanced_without_overflow(magnitude):
     # float32 Gram matrices overflow beyond about 1e19; they are then redone in float64
     g = torch.Generator().manual_seed(11)
-    tensors = {"m.lora_A.weight": torch.randn(2, 8, generator=g) * magnitude,
-               "m.lora_B.weight": torch.randn(8, 2, generator=g) * magnitude}
+    tensors = {
+        "m.lora_A.weight": torch.randn(2, 8, generator=g) * magnitude,
+        "m.lora_B.weight": torch.randn(8, 2, generator=g) * magnitude,
+    }
     expert = compress(tensors, 0.5, measure_fidelity=True)
     decoded = CompressedExpert.from_bytes(expert.to_bytes()).decompress(dtype=torch.float64)
     product = tensors["m.lora_B.weight"].double() @ tensors["m.lora_A.weight"].double()

@@ -19,14 +19,24 @@ from tests.compeft_reference import PAPER, reference_fidelity
 
 def _lora(seed: int, out: int = 24, rank: int = 4, inputs: int = 40) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"m.lora_A.weight": torch.randn(rank, inputs, generator=g),
-            "m.lora_B.weight": torch.randn(out, rank, generator=g) * 0.1,
-            "m.ia3_l": torch.randn(16, generator=g) * 0.01}
+    return {
+        "m.lora_A.weight": torch.randn(rank, inputs, generator=g),
+        "m.lora_B.weight": torch.randn(out, rank, generator=g) * 0.1,
+        "m.ia3_l": torch.randn(16, generator=g) * 0.01,
+    }
 
 
 def test_pairs_are_lora_halves_whose_shapes_multiply():
-    names = ["a.lora_A.weight", "a.lora_B.weight", "lone.lora_A.weight", "conv.lora_A.weight",
-             "conv.lora_B.weight", "bad.lora_A.weight", "bad.lora_B.weight", "vector"]
+    names = [
+        "a.lora_A.weight",
+        "a.lora_B.weight",
+        "lone.lora_A.weight",
+        "conv.lora_A.weight",
+        "conv.lora_B.weight",
+        "bad.lora_A.weight",
+        "bad.lora_B.weight",
+        "vector",
+    ]
     shapes = [(4, 8), (6, 4), (4, 8), (4, 3, 1, 1), (6, 4, 1, 1), (4, 8), (6, 3), (5,)]
     assert [(p.module, p.a, p.b) for p in lora_pairs(names, shapes)] == [("a", 0, 1)]
 
@@ -46,16 +56,24 @@ def test_balance_keeps_shapes_and_product_also_beyond_the_product_rank(out, rank
 
 
 def test_balance_does_not_depend_on_the_trained_gauge():
-    a, b = np.random.default_rng(1).standard_normal((4, 30)), np.random.default_rng(2).standard_normal((20, 4))
+    a, b = (
+        np.random.default_rng(1).standard_normal((4, 30)),
+        np.random.default_rng(2).standard_normal((20, 4)),
+    )
     mixing = np.random.default_rng(3).standard_normal((4, 4))
     mine, theirs = balance(a, b), balance(np.linalg.solve(mixing, a), b @ mixing)
     for factor, other in zip(mine, theirs, strict=True):
         np.testing.assert_allclose(factor, other, atol=1e-8)
 
 
-@pytest.mark.parametrize("choices", [PAPER, {"factorisation": "balanced", "scale": "unbiased"},
-                                     {"factorisation": "balanced", "scale": "unbiased",
-                                      "alpha": 2.0}])
+@pytest.mark.parametrize(
+    "choices",
+    [
+        PAPER,
+        {"factorisation": "balanced", "scale": "unbiased"},
+        {"factorisation": "balanced", "scale": "unbiased", "alpha": 2.0},
+    ],
+)
 @pytest.mark.parametrize("scope", ["tensor", "global"])
 def test_fidelity_measured_while_compressing_equals_the_decoded_blobs(choices, scope):
     """Against the full products of the decoded blob (the reference); under global scope the
@@ -66,8 +84,9 @@ def test_fidelity_measured_while_compressing_equals_the_decoded_blobs(choices, s
     reference = reference_fidelity(tensors, decoded)
     assert expert.fidelity.keys() == reference.keys() == {"m", "m.ia3_l", "n.m", "n.m.ia3_l"}
     for name, (relative_error, cosine) in reference.items():
-        assert expert.fidelity[name].relative_error == pytest.approx(relative_error, rel=1e-5,
-                                                                     abs=1e-6)
+        assert expert.fidelity[name].relative_error == pytest.approx(
+            relative_error, rel=1e-5, abs=1e-6
+        )
         assert expert.fidelity[name].cosine == pytest.approx(cosine, rel=1e-5, abs=1e-6)
     assert compress(tensors, 0.3, scope, **choices).fidelity == {}  # only when asked
 

@@ -119,8 +119,12 @@ HOSTILE_VALUES = {
     ),
     "lora_b_bias": Hostile(lora_with({f"{MODULE}.lora_B.bias": torch.zeros(16)}), message="bias"),
     "embedding_pair_ranks_differ": Hostile(
-        lora_with({f"{EMBEDDING}.lora_embedding_A": torch.ones(4, 32),
-                   f"{EMBEDDING}.lora_embedding_B": torch.ones(8, 3)}),
+        lora_with(
+            {
+                f"{EMBEDDING}.lora_embedding_A": torch.ones(4, 32),
+                f"{EMBEDDING}.lora_embedding_B": torch.ones(8, 3),
+            }
+        ),
         message="do not form a LoRA pair",
     ),
     "duplicate_header_key": Hostile(
@@ -175,8 +179,12 @@ def test_alpha_beyond_float32_is_refused_whatever_the_schema_lets_through(
 
 
 def test_lora_of_linear_and_embedding_layers_is_accepted(hub: Hub) -> None:
-    adapter = lora_with({f"{EMBEDDING}.lora_embedding_A": torch.randn(4, 32),
-                         f"{EMBEDDING}.lora_embedding_B": torch.randn(16, 4)})
+    adapter = lora_with(
+        {
+            f"{EMBEDDING}.lora_embedding_A": torch.randn(4, 32),
+            f"{EMBEDDING}.lora_embedding_B": torch.randn(16, 4),
+        }
+    )
     response = hub.upload("alice/embeddings", adapter, token=hub.token("alice"))
     assert response.status_code == 201, response.text
     assert hub.revision_count() == 1

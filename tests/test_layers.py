@@ -16,8 +16,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Lowest first: a layer may import the ones before it in this list, never those after it.
 LAYERS = ("wire", "db", "services", "api", "cli")
-SHARED = {"registry", "registry.settings", "registry.errors", "registry.ids", "registry.origin",
-          "registry.serving"}
+SHARED = {
+    "registry",
+    "registry.settings",
+    "registry.errors",
+    "registry.ids",
+    "registry.origin",
+    "registry.serving",
+}
 ALLOWED_FOR_CLIENT = {"registry.errors", "registry.ids"}
 LOWER_PACKAGES = ("compeft_core", "storage", "retrieval")
 # What the wire types may import besides the standard library: pydantic and plain constants.
@@ -73,30 +79,38 @@ def test_no_registry_module_imports_a_layer_above_its_own() -> None:
     assert _upward_imports() == []
 
 
-def test_the_layer_check_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                               ) -> None:
+def test_the_layer_check_sees_an_upward_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The check itself can fail: a db module that imports a service is reported."""
     fake = tmp_path / "registry" / "db"
     fake.mkdir(parents=True)
     (fake / "leak.py").write_text("from registry.services.catalog import get_expert\n")
     monkeypatch.setitem(globals(), "REPO", tmp_path)
     assert _upward_imports() == [
-        "registry.db.leak (db) imports registry.services.catalog (services)"]
+        "registry.db.leak (db) imports registry.services.catalog (services)"
+    ]
 
 
 def test_the_client_imports_only_itself_the_wire_types_and_the_shared_rules() -> None:
     for module, imported in _sources("registry/client").items():
         registry_imports = {target for target in imported if target.startswith("registry.")}
-        outside = {target for target in registry_imports
-                   if not target.startswith(("registry.client", "registry.wire"))}
+        outside = {
+            target
+            for target in registry_imports
+            if not target.startswith(("registry.client", "registry.wire"))
+        }
         assert outside <= ALLOWED_FOR_CLIENT, module
 
 
 def test_the_wire_types_import_pydantic_and_plain_constants_only() -> None:
     for module, imported in _sources("registry/wire").items():
-        third_party = {target for target in imported
-                       if target.split(".")[0] not in sys.stdlib_module_names
-                       and not target.startswith("registry.wire")}
+        third_party = {
+            target
+            for target in imported
+            if target.split(".")[0] not in sys.stdlib_module_names
+            and not target.startswith("registry.wire")
+        }
         assert third_party <= WIRE_DEPENDENCIES, module
 
 

@@ -28,9 +28,22 @@ from tests.fixtures.live_hub import LiveHub
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("compeft_core", "storage", "registry", "retrieval", "migrations")
 # What only the server, the compressor or composition need: none of it may come with the client.
-SERVER_STACK = ("torch", "faiss", "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic",
-                "psycopg", "boto3", "sentence_transformers", "transformers", "peft", "nevergrad",
-                "jinja2")
+SERVER_STACK = (
+    "torch",
+    "faiss",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "boto3",
+    "sentence_transformers",
+    "transformers",
+    "peft",
+    "nevergrad",
+    "jinja2",
+)
 INSTALL_TIMEOUT_S = 600
 EXPERT = "alice/light"
 DENSITY = 0.25
@@ -59,8 +72,9 @@ with HubClient(url, cache_dir=cache, progress=False) as client:
 def _copy_source(target: Path) -> Path:
     """The files a wheel is built from, copied, so the build leaves nothing in the checkout."""
     for package in PACKAGES:
-        shutil.copytree(REPO / package, target / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            REPO / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, target / name)
     return target
@@ -73,18 +87,29 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = _copy_source(root / "source")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", source],
-                   check=True, timeout=INSTALL_TIMEOUT_S)
+    subprocess.run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", source],
+        check=True,
+        timeout=INSTALL_TIMEOUT_S,
+    )
     return venv
 
 
-def _finished(program: Path | str, *args: str | Path, cwd: Path, **env: str
-              ) -> subprocess.CompletedProcess[str]:
+def _finished(
+    program: Path | str, *args: str | Path, cwd: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
     """A command run in `cwd` (not the checkout, whose packages would shadow the installed
     ones), its output captured."""
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    return subprocess.run([str(program), *map(str, args)], check=False, capture_output=True,
-                          text=True, cwd=cwd, timeout=120, env={**environment, **env})
+    return subprocess.run(
+        [str(program), *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**environment, **env},
+    )
 
 
 def _run(program: Path | str, *args: str | Path, cwd: Path, **env: str) -> str:
@@ -100,28 +125,50 @@ def test_the_client_and_the_cli_load_none_of_the_server_stack(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_the_base_install_pulls_verifies_and_decodes_without_torch_or_the_server(
-    client_venv: Path, live_hub: LiveHub, hub_client: HubClient,
-    peft_adapter_folders: list[Path], tmp_path: Path,
+    client_venv: Path,
+    live_hub: LiveHub,
+    hub_client: HubClient,
+    peft_adapter_folders: list[Path],
+    tmp_path: Path,
 ) -> None:
     python = client_venv / "bin" / "python"
-    found = _run(python, "-c", "import importlib.util, json; print(json.dumps("
-                 f"[m for m in {SERVER_STACK!r} if importlib.util.find_spec(m)]))", cwd=tmp_path)
+    found = _run(
+        python,
+        "-c",
+        "import importlib.util, json; print(json.dumps("
+        f"[m for m in {SERVER_STACK!r} if importlib.util.find_spec(m)]))",
+        cwd=tmp_path,
+    )
     assert json.loads(found) == []
     assert json.loads(_run(python, "-c", _LOADED_STACK, cwd=tmp_path)) == []
 
     folder = peft_adapter_folders[0]
-    created = hub_client.upload(folder, EXPERT, description="Summarise news articles.",
-                                density=DENSITY)
+    created = hub_client.upload(
+        folder, EXPERT, description="Summarise news articles.", density=DENSITY
+    )
     cache = tmp_path / "cache"
-    pulled = Path(_run(client_venv / "bin" / "compeft-hub", "pull", EXPERT, "--endpoint",
-                       live_hub.url, cwd=tmp_path, COMPEFT_HUB_CACHE=str(cache)).strip())
+    pulled = Path(
+        _run(
+            client_venv / "bin" / "compeft-hub",
+            "pull",
+            EXPERT,
+            "--endpoint",
+            live_hub.url,
+            cwd=tmp_path,
+            COMPEFT_HUB_CACHE=str(cache),
+        ).strip()
+    )
     assert pulled.parent == cache / "blobs"
     assert hashlib.sha256(pulled.read_bytes()).hexdigest() == created.blob_sha256
 
     export = ["export", EXPERT, tmp_path / "peft", "--endpoint", live_hub.url]
     for command, extra in ((["serve"], "server"), (export, "torch")):
-        refused = _finished(client_venv / "bin" / "compeft-hub", *command, cwd=tmp_path,
-                            COMPEFT_HUB_CACHE=str(cache))
+        refused = _finished(
+            client_venv / "bin" / "compeft-hub",
+            *command,
+            cwd=tmp_path,
+            COMPEFT_HUB_CACHE=str(cache),
+        )
         assert refused.returncode == 1, refused.stderr
         assert f"pip install 'compeft-hub[{extra}]'" in refused.stderr
 
@@ -129,8 +176,15 @@ def test_the_base_install_pulls_verifies_and_decodes_without_torch_or_the_server
     said = _run(python, "-c", _DECODE, live_hub.url, EXPERT, cache, out, cwd=tmp_path)
     assert "pip install 'compeft-hub[torch]'" in said  # load() without torch says what to do
     weights = load_file(folder / "adapter_model.safetensors")
-    expected = reference_decompress(weights, DENSITY, created.scope, None, torch.float32,
-                                    factorisation=created.factorisation, scale=created.scale)
+    expected = reference_decompress(
+        weights,
+        DENSITY,
+        created.scope,
+        None,
+        torch.float32,
+        factorisation=created.factorisation,
+        scale=created.scale,
+    )
     with np.load(out) as decoded:
         assert set(decoded.files) == set(expected)
         for name, tensor in expected.items():  # the reference's SVD differs in the last bits

@@ -17,12 +17,15 @@ B_KEY = "base_model.model.layer.q.lora_B.weight"
 def task_vectors(count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     """Continuous random values: no two magnitudes tie, so top-k is unambiguous."""
     generator = torch.Generator().manual_seed(seed)
-    return [{"w": torch.randn(6, 5, generator=generator), "b": torch.randn(7, generator=generator)}
-            for _ in range(count)]
+    return [
+        {"w": torch.randn(6, 5, generator=generator), "b": torch.randn(7, generator=generator)}
+        for _ in range(count)
+    ]
 
 
-def reference_ties(tensors: list[torch.Tensor], weights: list[float], density: float
-                   ) -> torch.Tensor:
+def reference_ties(
+    tensors: list[torch.Tensor], weights: list[float], density: float
+) -> torch.Tensor:
     """TIES as its paper states it, one entry at a time."""
     trimmed = []
     for tensor in tensors:
@@ -80,9 +83,14 @@ def test_different_names_or_shapes_are_refused_with_the_reason():
 
 def lora_expert(name: str, seed: int, lora_alpha: float = 4) -> LoraExpert:
     generator = torch.Generator().manual_seed(seed)
-    return LoraExpert(name, {**LORA_CONFIG, "lora_alpha": lora_alpha},
-                      {A_KEY: torch.randn(2, 5, generator=generator),
-                       B_KEY: torch.randn(3, 2, generator=generator)})
+    return LoraExpert(
+        name,
+        {**LORA_CONFIG, "lora_alpha": lora_alpha},
+        {
+            A_KEY: torch.randn(2, 5, generator=generator),
+            B_KEY: torch.randn(3, 2, generator=generator),
+        },
+    )
 
 
 def test_merging_lora_a_and_b_separately_is_lorahub_like_not_exact():
@@ -100,12 +108,15 @@ def test_merge_lora_experts_keeps_each_experts_strength():
     base, stronger = lora_expert("x", 0), lora_expert("y", 0, lora_alpha=16)
     merged = merge_lora_experts([base, stronger], [0.0, 1.0], method="task_arithmetic")
     scaling = LORA_CONFIG["lora_alpha"] / LORA_CONFIG["r"]
-    torch.testing.assert_close(scaling * merged.tensors[B_KEY] @ merged.tensors[A_KEY],
-                               16 / 2 * stronger.tensors[B_KEY] @ stronger.tensors[A_KEY])
+    torch.testing.assert_close(
+        scaling * merged.tensors[B_KEY] @ merged.tensors[A_KEY],
+        16 / 2 * stronger.tensors[B_KEY] @ stronger.tensors[A_KEY],
+    )
 
 
 def test_merge_lora_experts_of_different_ranks_is_refused():
-    small = LoraExpert("small", {**LORA_CONFIG, "r": 1},
-                       {A_KEY: torch.ones(1, 5), B_KEY: torch.ones(3, 1)})
+    small = LoraExpert(
+        "small", {**LORA_CONFIG, "r": 1}, {A_KEY: torch.ones(1, 5), B_KEY: torch.ones(3, 1)}
+    )
     with pytest.raises(CompositionError, match="differ in rank or target modules"):
         merge_lora_experts([lora_expert("x", 0), small], [1.0, 1.0])

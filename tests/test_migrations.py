@@ -108,5 +108,8 @@ def test_revisions_from_before_0007_read_as_as_trained_and_unmeasured(hub: Hub) 
     upgrade_schema(engine)
     detail = hub.client.get("/api/v1/experts/alice/old/revisions/1").json()
     assert (detail["factorisation"], detail["scale"], detail["fidelity"]) == (
-        "as-trained", "entry", None)
+        "as-trained",
+        "entry",
+        None,
+    )
     assert "not measured" in hub.client.get("/experts/alice/old/revisions/1").text

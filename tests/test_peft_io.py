@@ -18,8 +18,14 @@ from compeft_core.peft_io import read_adapter, read_adapter_folder
 from compeft_core.task_vectors import adapter_task_vector, residual_task_vector
 from tests.compeft_reference import reference_decompress
 
-TINY = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+TINY = LlamaConfig(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+)
 
 
 def tiny_base(seed: int = 0) -> LlamaForCausalLM:
@@ -40,20 +46,25 @@ def save_trained_adapter(folder: Path, peft_config, seed: int = 1) -> None:
 
 @pytest.fixture
 def lora_folder(tmp_path):
-    save_trained_adapter(tmp_path / "lora", LoraConfig(r=4, lora_alpha=8,
-                                                       target_modules=["q_proj", "v_proj"]))
+    save_trained_adapter(
+        tmp_path / "lora", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
     return tmp_path / "lora"
 
 
 @pytest.fixture
 def ia3_folder(tmp_path):
-    save_trained_adapter(tmp_path / "ia3", IA3Config(target_modules=["k_proj", "down_proj"],
-                                                     feedforward_modules=["down_proj"]))
+    save_trained_adapter(
+        tmp_path / "ia3",
+        IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    )
     return tmp_path / "ia3"
 
 
 def loaded_adapter_weights(model: PeftModel) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n or "ia3_" in n}
+    return {
+        n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n or "ia3_" in n
+    }
 
 
 @pytest.mark.parametrize("scope", ["tensor", "global"])
@@ -65,13 +76,19 @@ def test_lora_folder_round_trips_into_peft(lora_folder, tmp_path, scope):
     out = export_adapter(expert, adapter.config, tmp_path / "export")
 
     model = PeftModel.from_pretrained(tiny_base(), out)
-    expected = reference_decompress(adapter.tensors, 0.25, scope, None, torch.float32,
-                                    factorisation="balanced", scale="unbiased")
+    expected = reference_decompress(
+        adapter.tensors,
+        0.25,
+        scope,
+        None,
+        torch.float32,
+        factorisation="balanced",
+        scale="unbiased",
+    )
     weights = loaded_adapter_weights(model)
     assert len(weights) == len(expected) == 8
     for saved_name, value in expected.items():
-        loaded = next(v for k, v in weights.items()
-                      if k.replace(".default", "") == saved_name)
+        loaded = next(v for k, v in weights.items() if k.replace(".default", "") == saved_name)
         torch.testing.assert_close(loaded, value, rtol=1e-5, atol=0)  # SVDs differ in last bits
     tokens = torch.tensor([[1, 5, 9, 3]])
     with torch.no_grad():
@@ -85,8 +102,9 @@ def test_ia3_is_compressed_relative_to_ones_and_restored(ia3_folder, tmp_path):
     for name, vector in adapter.tensors.items():
         assert torch.equal(deltas[name], vector - 1)
     expert = compress(deltas, 0.5)
-    model = PeftModel.from_pretrained(tiny_base(), export_adapter(expert, adapter.config,
-                                                                   tmp_path / "out"))
+    model = PeftModel.from_pretrained(
+        tiny_base(), export_adapter(expert, adapter.config, tmp_path / "out")
+    )
     expected = reference_decompress(deltas, 0.5, "tensor", None, torch.float32)
     for name, value in loaded_adapter_weights(model).items():
         saved = name.replace(".default", "")
@@ -137,18 +155,35 @@ def _write_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
 @pytest.mark.parametrize(
     ("tensors", "message"),
     [
-        ({"x.lora_A.weight": torch.tensor([[float("nan")]]), "x.lora_B.weight": torch.ones(1, 1)},
-         "NaN"),
+        (
+            {
+                "x.lora_A.weight": torch.tensor([[float("nan")]]),
+                "x.lora_B.weight": torch.ones(1, 1),
+            },
+            "NaN",
+        ),
         ({"x.lora_A.weight": torch.ones(2, 3)}, "no matching lora_B"),
         ({"x.lora_B.weight": torch.ones(3, 2)}, "no matching lora_A"),
         ({"x.lora_": torch.ones((1,) * 9)}, "not a LoRA adapter weight"),
-        ({"x.lora_A.weight": torch.ones(2, 3), "x.lora_B.weight": torch.ones(3, 2),
-          "x.lora_magnitude_vector": torch.ones(3)}, "DoRA"),
-        ({"x.lora_A.weight": torch.tensor([[1e300]], dtype=torch.float64),
-          "x.lora_B.weight": torch.ones(1, 1, dtype=torch.float64)},
-         "x.lora_A.weight: holds values beyond the float32 range"),
-        ({"x.lora_A.weight": torch.ones(2, 3), "x.lora_B.weight": torch.ones(3, 4)},
-         "do not form a LoRA pair"),
+        (
+            {
+                "x.lora_A.weight": torch.ones(2, 3),
+                "x.lora_B.weight": torch.ones(3, 2),
+                "x.lora_magnitude_vector": torch.ones(3),
+            },
+            "DoRA",
+        ),
+        (
+            {
+                "x.lora_A.weight": torch.tensor([[1e300]], dtype=torch.float64),
+                "x.lora_B.weight": torch.ones(1, 1, dtype=torch.float64),
+            },
+            "x.lora_A.weight: holds values beyond the float32 range",
+        ),
+        (
+            {"x.lora_A.weight": torch.ones(2, 3), "x.lora_B.weight": torch.ones(3, 4)},
+            "do not form a LoRA pair",
+        ),
         ({"model.embed_tokens.weight": torch.ones(4, 4)}, "modules_to_save"),
         ({"x.lora_A.weight": torch.ones(2, 3, dtype=torch.int32)}, "not a floating point"),
     ],
@@ -167,8 +202,9 @@ FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 def test_non_finite_values_are_refused_in_every_float_dtype(lora_folder, dtype, bad):
     a = torch.randn(2, 300).to(dtype)
     a[1, 257] = bad
-    _write_weights(lora_folder, {"x.lora_A.weight": a,
-                                 "x.lora_B.weight": torch.ones(3, 2, dtype=dtype)})
+    _write_weights(
+        lora_folder, {"x.lora_A.weight": a, "x.lora_B.weight": torch.ones(3, 2, dtype=dtype)}
+    )
     with pytest.raises(AdapterFormatError, match="NaN or infinite"):
         read_adapter_folder(lora_folder)
 
@@ -177,10 +213,10 @@ def test_non_finite_values_are_refused_in_every_float_dtype(lora_folder, dtype, 
 def test_extreme_values_that_float32_holds_are_accepted(lora_folder, dtype):
     info = torch.finfo(dtype)
     largest = min(info.max, torch.finfo(torch.float32).max)  # ComPEFT computes in float32
-    extremes = torch.tensor([[largest, -largest, info.tiny, info.tiny / 4, 0.0, -0.0]],
-                            dtype=dtype)
-    _write_weights(lora_folder, {"x.lora_A.weight": extremes,
-                                 "x.lora_B.weight": torch.ones(3, 1, dtype=dtype)})
+    extremes = torch.tensor([[largest, -largest, info.tiny, info.tiny / 4, 0.0, -0.0]], dtype=dtype)
+    _write_weights(
+        lora_folder, {"x.lora_A.weight": extremes, "x.lora_B.weight": torch.ones(3, 1, dtype=dtype)}
+    )
     assert read_adapter_folder(lora_folder).num_params == 9
 
 
@@ -221,7 +257,9 @@ def test_residual_task_vector_refuses_mismatched_models(tmp_path):
 
 def test_exported_config_is_the_uploaded_config(lora_folder, tmp_path):
     adapter = read_adapter_folder(lora_folder)
-    out = export_adapter(compress(adapter_task_vector(adapter), 0.1), adapter.config, tmp_path / "o")
+    out = export_adapter(
+        compress(adapter_task_vector(adapter), 0.1), adapter.config, tmp_path / "o"
+    )
     assert json.loads((out / "adapter_config.json").read_text()) == adapter.config
 
 

@@ -106,8 +106,13 @@ def race(base_url: str, token: str, metadata: dict[str, object]) -> list[httpx.R
 
 @pytest.mark.parametrize(
     ("choices", "tolerance"),
-    [({"factorisation": "as-trained", "scale": "entry", "alpha": ALPHA}, 0),  # the paper's, exact
-     ({}, 1e-5)],  # the hub's defaults; the reference's SVD differs in the last float32 bits
+    [
+        (
+            {"factorisation": "as-trained", "scale": "entry", "alpha": ALPHA},
+            0,
+        ),  # the paper's, exact
+        ({}, 1e-5),
+    ],  # the hub's defaults; the reference's SVD differs in the last float32 bits
     ids=["paper", "default"],
 )
 def test_real_peft_adapter_round_trips_through_the_hub(
@@ -136,9 +141,13 @@ def test_real_peft_adapter_round_trips_through_the_hub(
 
     decoded = CompressedExpert.from_bytes(blob).decompress(dtype=torch.float32)
     uploaded = load_file(peft_adapter_dir / "adapter_model.safetensors")
-    factorisation, scale = choices.get("factorisation", "balanced"), choices.get("scale", "unbiased")
-    expected = reference_decompress(uploaded, DENSITY, "tensor", choices.get("alpha"),
-                                    torch.float32, factorisation, scale)
+    factorisation, scale = (
+        choices.get("factorisation", "balanced"),
+        choices.get("scale", "unbiased"),
+    )
+    expected = reference_decompress(
+        uploaded, DENSITY, "tensor", choices.get("alpha"), torch.float32, factorisation, scale
+    )
     assert decoded.keys() == expected.keys() == uploaded.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(decoded[name], tensor, rtol=tolerance, atol=0)
@@ -147,7 +156,9 @@ def test_real_peft_adapter_round_trips_through_the_hub(
     assert detail["base_model"] == "test/tiny-llama"
     assert (detail["rank"], detail["lora_alpha"], detail["num_params"]) == (4, 8.0, 2048)
     assert (detail["factorisation"], detail["scale"]) == (
-        factorisation, "fixed" if "alpha" in choices else scale)
+        factorisation,
+        "fixed" if "alpha" in choices else scale,
+    )
     assert detail["fidelity"] == created.json()["fidelity"]
     figures = reference_fidelity(uploaded, decoded).values()
     errors, cosines = [f[0] for f in figures], [f[1] for f in figures]

@@ -53,9 +53,7 @@ def exercise(operation: APIOperation, mode: GenerationMode, token: str) -> int:
         nonlocal sent
         response = case.call(headers=auth(token))
         sent += 1
-        case.validate_response(
-            response, checks=[not_a_server_error, response_schema_conformance]
-        )
+        case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
 
     try:
         call()
@@ -71,7 +69,9 @@ def unlimited_hub(hub: Hub) -> Iterator[Hub]:
         yield unlimited
 
 
-def test_generated_requests_never_get_a_server_error_nor_an_answer_off_the_schema(unlimited_hub: Hub) -> None:
+def test_generated_requests_never_get_a_server_error_nor_an_answer_off_the_schema(
+    unlimited_hub: Hub,
+) -> None:
     hub = unlimited_hub
     token = hub.token("alice")
     assert hub.upload("alice/seeded", lora_adapter(), token=token).status_code == 201

@@ -20,10 +20,15 @@ pytestmark = pytest.mark.slow
 
 def test_trained_smollm2_lora_compresses_near_the_bound_and_reloads(smollm2, tmp_path):
     tokenizer, base = smollm2
-    model = get_peft_model(copy.deepcopy(base), LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    batch = tokenizer(["The capital of France is Paris.", "Two plus two is four."],
-                      return_tensors="pt", padding=True)
+    model = get_peft_model(
+        copy.deepcopy(base),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    batch = tokenizer(
+        ["The capital of France is Paris.", "Two plus two is four."],
+        return_tensors="pt",
+        padding=True,
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
     for _ in range(3):

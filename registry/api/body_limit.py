@@ -51,7 +51,9 @@ class BodyLimit:
             if complete:  # after the body only a disconnect can come: wait as long as it takes
                 return await receive()
             try:
-                async with asyncio.timeout(self.stall_timeout_s):  # no task per chunk, unlike wait_for
+                async with asyncio.timeout(
+                    self.stall_timeout_s
+                ):  # no task per chunk, unlike wait_for
                     message = await receive()
             except TimeoutError:
                 raise HTTPException(

@@ -25,16 +25,33 @@ from retrieval.limits import MAX_QUERY_EXAMPLES
 if TYPE_CHECKING:
     from registry.client import HubClient
 
-Endpoint = Annotated[str | None, typer.Option(
-    "--endpoint", help=f"Hub URL (env COMPEFT_HUB_ENDPOINT; default {DEFAULT_ENDPOINT}).",
-    show_default=False)]
-Token = Annotated[str | None, typer.Option(
-    "--token", help="API token, needed to upload (env COMPEFT_HUB_TOKEN).", show_default=False)]
-ExpertArgument = Annotated[str, typer.Argument(
-    help="owner/name, optionally @REVISION (a number; default: latest).", show_default=False)]
-Alpha = Annotated[float | None, typer.Option(
-    help="ComPEFT alpha for every tensor (default: the alphas stored at upload).",
-    show_default=False)]
+Endpoint = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        help=f"Hub URL (env COMPEFT_HUB_ENDPOINT; default {DEFAULT_ENDPOINT}).",
+        show_default=False,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="API token, needed to upload (env COMPEFT_HUB_TOKEN).", show_default=False
+    ),
+]
+ExpertArgument = Annotated[
+    str,
+    typer.Argument(
+        help="owner/name, optionally @REVISION (a number; default: latest).", show_default=False
+    ),
+]
+Alpha = Annotated[
+    float | None,
+    typer.Option(
+        help="ComPEFT alpha for every tensor (default: the alphas stored at upload).",
+        show_default=False,
+    ),
+]
 
 
 @contextmanager
@@ -62,46 +79,95 @@ def _console() -> Console:
 
 
 def upload(
-    folder: Annotated[Path, typer.Argument(
-        help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors).",
-        exists=True, file_okay=False, show_default=False)],
-    expert: Annotated[str, typer.Argument(help="owner/name to upload to (owner: your user).",
-                                          show_default=False)],
-    description: Annotated[str, typer.Option(
-        "--description", "-d", help="What the expert does, in words; search matches on it.",
-        show_default=False)],
-    sample: Annotated[list[str] | None, typer.Option(
-        help="An example input of the task (repeatable); improves search.",
-        show_default=False)] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeatable).",
-                                                  show_default=False)] = None,
-    density: Annotated[float | None, typer.Option(
-        help="Fraction of entries ComPEFT keeps, in (0, 1] (default: the hub's).",
-        show_default=False)] = None,
-    scope: Annotated[Literal["tensor", "global"] | None, typer.Option(
-        help="Top-k and sigma per tensor or over all tensors (default: the hub's).",
-        show_default=False)] = None,
-    factorisation: Annotated[Literal["as-trained", "balanced"] | None, typer.Option(
-        help="Compress LoRA factors as uploaded, or balanced (B = U√S, A = √S Vᵀ, same product) "
-        "first (default: the hub's).", show_default=False)] = None,
-    scale: Annotated[Literal["entry", "unbiased"] | None, typer.Option(
-        help="Default alphas: the paper's per-tensor one (entry), or per LoRA module the product "
-        "scale unbiased along the update (default: the hub's).", show_default=False)] = None,
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors).",
+            exists=True,
+            file_okay=False,
+            show_default=False,
+        ),
+    ],
+    expert: Annotated[
+        str, typer.Argument(help="owner/name to upload to (owner: your user).", show_default=False)
+    ],
+    description: Annotated[
+        str,
+        typer.Option(
+            "--description",
+            "-d",
+            help="What the expert does, in words; search matches on it.",
+            show_default=False,
+        ),
+    ],
+    sample: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An example input of the task (repeatable); improves search.", show_default=False
+        ),
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="A tag (repeatable).", show_default=False)
+    ] = None,
+    density: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of entries ComPEFT keeps, in (0, 1] (default: the hub's).",
+            show_default=False,
+        ),
+    ] = None,
+    scope: Annotated[
+        Literal["tensor", "global"] | None,
+        typer.Option(
+            help="Top-k and sigma per tensor or over all tensors (default: the hub's).",
+            show_default=False,
+        ),
+    ] = None,
+    factorisation: Annotated[
+        Literal["as-trained", "balanced"] | None,
+        typer.Option(
+            help="Compress LoRA factors as uploaded, or balanced (B = U√S, A = √S Vᵀ, same product) "
+            "first (default: the hub's).",
+            show_default=False,
+        ),
+    ] = None,
+    scale: Annotated[
+        Literal["entry", "unbiased"] | None,
+        typer.Option(
+            help="Default alphas: the paper's per-tensor one (entry), or per LoRA module the product "
+            "scale unbiased along the update (default: the hub's).",
+            show_default=False,
+        ),
+    ] = None,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
     """Upload a PEFT adapter as the next revision of owner/name; the hub compresses it."""
     with _reported_errors(), _client(endpoint, token) as client:
-        created = client.upload(folder, expert, description=description, samples=sample or (),
-                                tags=tag or (), density=density, scope=scope,
-                                factorisation=factorisation, scale=scale)
+        created = client.upload(
+            folder,
+            expert,
+            description=description,
+            samples=sample or (),
+            tags=tag or (),
+            density=density,
+            scope=scope,
+            factorisation=factorisation,
+            scale=scale,
+        )
     fidelity = created.fidelity
-    typer.echo(f"{created.id}@{created.revision}: {created.original_bytes} -> "
-               f"{created.blob_bytes} bytes ({created.compression_ratio:.1f}x, "
-               f"{created.bits_per_param:.2f} bits/param, density {created.density:g}, "
-               f"{created.factorisation}"
-               + (f"; fidelity: cosine {fidelity.cosine.mean:.2f}, relative error "
-                  f"{fidelity.relative_error.mean:.2f}, module means)" if fidelity else ")"))
+    typer.echo(
+        f"{created.id}@{created.revision}: {created.original_bytes} -> "
+        f"{created.blob_bytes} bytes ({created.compression_ratio:.1f}x, "
+        f"{created.bits_per_param:.2f} bits/param, density {created.density:g}, "
+        f"{created.factorisation}"
+        + (
+            f"; fidelity: cosine {fidelity.cosine.mean:.2f}, relative error "
+            f"{fidelity.relative_error.mean:.2f}, module means)"
+            if fidelity
+            else ")"
+        )
+    )
 
 
 def pull(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None) -> None:
@@ -113,8 +179,9 @@ def pull(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None)
 @needs_extra("torch")
 def export(
     expert: ExpertArgument,
-    out: Annotated[Path, typer.Argument(help="Folder to write (created if missing).",
-                                        show_default=False)],
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write (created if missing).", show_default=False)
+    ],
     alpha: Alpha = None,
     endpoint: Endpoint = None,
     token: Token = None,
@@ -125,49 +192,80 @@ def export(
 
 
 def search(
-    base_model: Annotated[str, typer.Option(
-        help="Base model id, as the adapters' configs name it.", show_default=False)],
-    query: Annotated[str | None, typer.Argument(help="The task in words.",
-                                                show_default=False)] = None,
-    k: Annotated[int, typer.Option("-k", "--top-k", help="How many experts at most.",
-                                   min=1)] = 5,
-    example: Annotated[list[str] | None, typer.Option(
-        help="An input of the task (repeatable); searched with the query or alone.",
-        show_default=False)] = None,
-    peft_type: Annotated[str | None, typer.Option(help="Only this PEFT type, e.g. LORA.",
-                                                  show_default=False)] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="Only experts with this tag (repeatable).",
-                                                  show_default=False)] = None,
+    base_model: Annotated[
+        str,
+        typer.Option(help="Base model id, as the adapters' configs name it.", show_default=False),
+    ],
+    query: Annotated[
+        str | None, typer.Argument(help="The task in words.", show_default=False)
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--top-k", help="How many experts at most.", min=1)] = 5,
+    example: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An input of the task (repeatable); searched with the query or alone.",
+            show_default=False,
+        ),
+    ] = None,
+    peft_type: Annotated[
+        str | None, typer.Option(help="Only this PEFT type, e.g. LORA.", show_default=False)
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(help="Only experts with this tag (repeatable).", show_default=False),
+    ] = None,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
     """Find the experts of a base model that fit a task, best first."""
     with _reported_errors(), _client(endpoint, token) as client:
-        hits = client.search(query, example or (), base_model=base_model, k=k,
-                             peft_type=peft_type, tags=tag or ())
+        hits = client.search(
+            query, example or (), base_model=base_model, k=k, peft_type=peft_type, tags=tag or ()
+        )
     table = Table("#", "expert", "score", "type", "tags", "task", title=f"experts for {base_model}")
     table.columns[1].no_wrap = True
     for hit in hits:
         revision = hit.revision
-        table.add_row(str(hit.rank), f"{hit.id}@{revision.revision}", f"{hit.score:.3f}",
-                      revision.peft_type, ", ".join(revision.tags), revision.task_description)
+        table.add_row(
+            str(hit.rank),
+            f"{hit.id}@{revision.revision}",
+            f"{hit.score:.3f}",
+            revision.peft_type,
+            ", ".join(revision.tags),
+            revision.task_description,
+        )
     _console().print(table)
 
 
 @needs_extra("compose")
 def merge(
-    experts: Annotated[list[str], typer.Argument(
-        help="Experts to merge, owner/name or owner/name@REVISION (same ranks and modules).",
-        show_default=False)],
-    out: Annotated[Path, typer.Option(help="Folder to write the merged PEFT adapter to.",
-                                      show_default=False)],
-    weights: Annotated[str | None, typer.Option(
-        help="Comma-separated weight per expert, e.g. 0.5,0.5 (default: 1/N each).",
-        show_default=False)] = None,
-    method: Annotated[Literal["ties", "task_arithmetic"], typer.Option(
-        help="ties: trim, elect sign, disjoint mean; task_arithmetic: weighted sum.")] = "ties",
-    density: Annotated[float, typer.Option(
-        help="TIES: fraction of each expert's largest entries kept before the sign vote.")] = 0.2,
+    experts: Annotated[
+        list[str],
+        typer.Argument(
+            help="Experts to merge, owner/name or owner/name@REVISION (same ranks and modules).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the merged PEFT adapter to.", show_default=False)
+    ],
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated weight per expert, e.g. 0.5,0.5 (default: 1/N each).",
+            show_default=False,
+        ),
+    ] = None,
+    method: Annotated[
+        Literal["ties", "task_arithmetic"],
+        typer.Option(help="ties: trim, elect sign, disjoint mean; task_arithmetic: weighted sum."),
+    ] = "ties",
+    density: Annotated[
+        float,
+        typer.Option(
+            help="TIES: fraction of each expert's largest entries kept before the sign vote."
+        ),
+    ] = 0.2,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
@@ -196,31 +294,61 @@ def _weights(text: str | None, count: int) -> list[float]:
 
 @needs_extra("compose")
 def compose(
-    examples: Annotated[Path, typer.Option(
-        help='Few-shot examples, JSON lines: {"input": "...", "output": "..."}.',
-        exists=True, dir_okay=False, show_default=False)],
-    base_model: Annotated[str, typer.Option(
-        help="Base model id the experts were trained on, as the hub records it (search filter).",
-        show_default=False)],
-    model: Annotated[Path, typer.Option(
-        help="That base model on disk: a transformers folder or a .gguf file.", exists=True,
-        show_default=False)],
-    out: Annotated[Path, typer.Option(help="Folder to write the composed PEFT adapter to.",
-                                      show_default=False)],
-    query: Annotated[str | None, typer.Option(
-        help="The task in words, for retrieval (the example inputs are sent too).",
-        show_default=False)] = None,
-    expert: Annotated[list[str] | None, typer.Option(
-        help="Compose this expert (owner/name or owner/name@REVISION; repeatable) instead of "
-        "searching.",
-        show_default=False)] = None,
-    k: Annotated[int, typer.Option("-k", "--top-k", help="How many experts to retrieve.",
-                                   min=1)] = 20,
-    steps: Annotated[int, typer.Option(help="Optimizer budget: one few-shot forward pass each.",
-                                       min=1)] = 40,
-    mode: Annotated[Literal["lorahub", "cat"], typer.Option(
-        help="lorahub: A's and B's weighted separately (same ranks and modules); "
-        "cat: exactly sum of w_i B_i A_i (any ranks).")] = "lorahub",
+    examples: Annotated[
+        Path,
+        typer.Option(
+            help='Few-shot examples, JSON lines: {"input": "...", "output": "..."}.',
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
+    base_model: Annotated[
+        str,
+        typer.Option(
+            help="Base model id the experts were trained on, as the hub records it (search filter).",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="That base model on disk: a transformers folder or a .gguf file.",
+            exists=True,
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the composed PEFT adapter to.", show_default=False)
+    ],
+    query: Annotated[
+        str | None,
+        typer.Option(
+            help="The task in words, for retrieval (the example inputs are sent too).",
+            show_default=False,
+        ),
+    ] = None,
+    expert: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Compose this expert (owner/name or owner/name@REVISION; repeatable) instead of "
+            "searching.",
+            show_default=False,
+        ),
+    ] = None,
+    k: Annotated[
+        int, typer.Option("-k", "--top-k", help="How many experts to retrieve.", min=1)
+    ] = 20,
+    steps: Annotated[
+        int, typer.Option(help="Optimizer budget: one few-shot forward pass each.", min=1)
+    ] = 40,
+    mode: Annotated[
+        Literal["lorahub", "cat"],
+        typer.Option(
+            help="lorahub: A's and B's weighted separately (same ranks and modules); "
+            "cat: exactly sum of w_i B_i A_i (any ranks)."
+        ),
+    ] = "lorahub",
     optimizer: Annotated[str, typer.Option(help="Any nevergrad optimizer name.")] = "NGOpt",
     seed: Annotated[int, typer.Option(help="Seed of the optimizer.")] = 42,
     endpoint: Endpoint = None,
@@ -245,27 +373,43 @@ def compose(
         if expert:
             chosen, scores = list(expert), {}
         else:
-            hits = client.search(query=query, examples=shots.inputs[:MAX_QUERY_EXAMPLES],
-                                 base_model=base_model, k=k, peft_type="LORA")
+            hits = client.search(
+                query=query,
+                examples=shots.inputs[:MAX_QUERY_EXAMPLES],
+                base_model=base_model,
+                k=k,
+                peft_type="LORA",
+            )
             if not hits:
                 raise ValueError(f"no LoRA expert for base model {base_model!r} on the hub")
             chosen = [f"{hit.id}@{hit.revision.revision}" for hit in hits]
             scores = {name: hit.score for name, hit in zip(chosen, hits, strict=True)}
         local = load_base_model(model)
-        loss = FewShotLoss.from_text(local.tokenizer, shots.inputs, shots.outputs,
-                                     seq2seq=local.seq2seq)
-        with client.tqdm_class(total=steps, desc="composing", unit="step",
-                               disable=not client.progress) as progress:
+        loss = FewShotLoss.from_text(
+            local.tokenizer, shots.inputs, shots.outputs, seq2seq=local.seq2seq
+        )
+        with client.tqdm_class(
+            total=steps, desc="composing", unit="step", disable=not client.progress
+        ) as progress:
 
             def on_step(step: int, budget: int, step_loss: float) -> None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{step_loss:.4f}")
 
-            result = compose_from_hub(client, chosen, local.model, loss, mode=mode,
-                                      budget=steps, optimizer=optimizer, seed=seed,
-                                      on_step=on_step)
-        save_composition(result, out, query=query, base_model=base_model, model=str(model),
-                         scores=scores)
+            result = compose_from_hub(
+                client,
+                chosen,
+                local.model,
+                loss,
+                mode=mode,
+                budget=steps,
+                optimizer=optimizer,
+                seed=seed,
+                on_step=on_step,
+            )
+        save_composition(
+            result, out, query=query, base_model=base_model, model=str(model), scores=scores
+        )
     table = Table("expert", "score", "weight", title=f"{mode} composition")
     for name, weight in result.weights.items():
         score = scores.get(name)
@@ -273,10 +417,13 @@ def compose(
     console = _console()
     console.print(table)
     trace = result.search
-    console.print(f"optimizer: {trace.optimizer_requested} chose {trace.optimizer_chosen} "
-                  f"(nevergrad {trace.nevergrad_version}), {trace.budget} steps, seed {trace.seed}")
-    console.print(f"few-shot loss: {result.loss_before:.4f} (base model) -> "
-                  f"{result.loss_after:.4f}")
+    console.print(
+        f"optimizer: {trace.optimizer_requested} chose {trace.optimizer_chosen} "
+        f"(nevergrad {trace.nevergrad_version}), {trace.budget} steps, seed {trace.seed}"
+    )
+    console.print(
+        f"few-shot loss: {result.loss_before:.4f} (base model) -> {result.loss_after:.4f}"
+    )
     console.print(f"wrote {out}")
 
 

@@ -19,6 +19,9 @@ def needs_extra(extra: str) -> Iterator[None]:
     try:
         yield
     except ImportError as exc:
-        typer.echo(f"error: this command needs the {extra!r} extra: pip install "
-                   f"'compeft-hub[{extra}]' ({exc})", err=True)
+        typer.echo(
+            f"error: this command needs the {extra!r} extra: pip install "
+            f"'compeft-hub[{extra}]' ({exc})",
+            err=True,
+        )
         raise typer.Exit(1) from exc

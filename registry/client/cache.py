@@ -90,8 +90,11 @@ class BlobCache:
         return None
 
     def _discard_corrupted(self, path: Path) -> None:
-        logger.warning("cached blob %s is corrupted (its sha256 differs from its name); "
-                       "deleted, it will be downloaded again", path)
+        logger.warning(
+            "cached blob %s is corrupted (its sha256 differs from its name); "
+            "deleted, it will be downloaded again",
+            path,
+        )
         path.unlink(missing_ok=True)
 
     def _ref_path(self, ref: ExpertRef) -> Path:

@@ -58,8 +58,9 @@ class Shots:
                 try:
                     shots.append(Shot.model_validate_json(line))
                 except ValidationError as exc:
-                    raise ValueError(f"{path}:{number}: expected "
-                                     f'{{"input": "...", "output": "..."}}: {exc}') from exc
+                    raise ValueError(
+                        f'{path}:{number}: expected {{"input": "...", "output": "..."}}: {exc}'
+                    ) from exc
         if not shots:
             raise ValueError(f"{path}: no examples")
         return cls([shot.input for shot in shots], [shot.output for shot in shots])
@@ -80,8 +81,9 @@ def load_base_model(path: Path) -> LocalBaseModel:
 
     Encoder-decoder configs load as seq2seq models, everything else as causal LMs.
     """
-    folder, options = ((path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf"
-                       else (path, {}))
+    folder, options = (
+        (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
+    )
     config = AutoConfig.from_pretrained(folder, **options)
     seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     model_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
@@ -90,23 +92,37 @@ def load_base_model(path: Path) -> LocalBaseModel:
     return LocalBaseModel(tokenizer, model.eval(), seq2seq)
 
 
-def load_lora_experts(client: HubClient, experts: Sequence[str],
-                      alpha: float | None = None) -> list[LoraExpert]:
+def load_lora_experts(
+    client: HubClient, experts: Sequence[str], alpha: float | None = None
+) -> list[LoraExpert]:
     """Decompressed LoRA experts, each named `owner/name@<revision number>`, so a composition
     records exactly which revisions it used; float32, within the client's decompression limit."""
     loaded = []
     for expert in experts:
         revision, compressed = client.fetch(expert, dtype=torch.float32)
-        loaded.append(LoraExpert.from_compressed(f"{revision.id}@{revision.revision}", compressed,
-                                                 revision.adapter_config, alpha=alpha,
-                                                 dtype=torch.float32))
+        loaded.append(
+            LoraExpert.from_compressed(
+                f"{revision.id}@{revision.revision}",
+                compressed,
+                revision.adapter_config,
+                alpha=alpha,
+                dtype=torch.float32,
+            )
+        )
     return loaded
 
 
 def compose_from_hub(
-    client: HubClient, experts: Sequence[str], model: torch.nn.Module,
-    loss: Loss, *, mode: Mode = "lorahub", budget: int = 40, optimizer: str = "NGOpt",
-    seed: int = 42, on_step: StepCallback | None = None,
+    client: HubClient,
+    experts: Sequence[str],
+    model: torch.nn.Module,
+    loss: Loss,
+    *,
+    mode: Mode = "lorahub",
+    budget: int = 40,
+    optimizer: str = "NGOpt",
+    seed: int = 42,
+    on_step: StepCallback | None = None,
 ) -> CompositionResult:
     """Download, decompress and LoraHub-compose `experts` on `model` (wrapped in place).
 
@@ -114,8 +130,9 @@ def compose_from_hub(
     the pinned names of `load_lora_experts`.
     """
     composer = LoraComposer(model, load_lora_experts(client, experts), mode=mode)
-    return lorahub_search(composer, loss, budget=budget, optimizer=optimizer, seed=seed,
-                          on_step=on_step)
+    return lorahub_search(
+        composer, loss, budget=budget, optimizer=optimizer, seed=seed, on_step=on_step
+    )
 
 
 def save_composition(result: CompositionResult, folder: Path, **provenance: Any) -> Path:

@@ -15,8 +15,9 @@ import httpx
 class HubError(Exception):
     """Base class. `status_code` and `detail` are set when the server answered."""
 
-    def __init__(self, message: str, *, status_code: int | None = None,
-                 detail: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.detail = detail
@@ -47,8 +48,14 @@ class RateLimitedError(HubError):
     upload may be large); wait `retry_after_s` seconds (None when the hub did not say), then retry.
     """
 
-    def __init__(self, message: str, *, status_code: int | None = None,
-                 detail: str | None = None, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        detail: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message, status_code=status_code, detail=detail)
         self.retry_after_s = retry_after_s
 
@@ -107,6 +114,7 @@ def error_for_response(response: httpx.Response, body: bytes) -> HubError:
         retry_after = response.headers.get("Retry-After", "")
         seconds = int(retry_after) if retry_after.isdigit() else None  # an HTTP date: unknown
         suffix = "" if seconds is None else f" (retry after {seconds} s)"
-        return RateLimitedError(message + suffix, status_code=status, detail=detail,
-                                retry_after_s=seconds)
+        return RateLimitedError(
+            message + suffix, status_code=status, detail=detail, retry_after_s=seconds
+        )
     return family(message, status_code=status, detail=detail)

@@ -69,10 +69,19 @@ def _retryable(exc: BaseException, *, idempotent: bool) -> bool:
 class HubHttp:
     """One httpx.Client per HubClient (connection reuse), with the token on every request."""
 
-    def __init__(self, endpoint: str, *, token: str | None, timeout: float | httpx.Timeout,
-                 retry: RetryPolicy, limits: ClientLimits) -> None:
-        headers = {"User-Agent": f"compeft-hub/{version('compeft-hub')}",
-                   "Accept-Encoding": "identity"}
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        token: str | None,
+        timeout: float | httpx.Timeout,
+        retry: RetryPolicy,
+        limits: ClientLimits,
+    ) -> None:
+        headers = {
+            "User-Agent": f"compeft-hub/{version('compeft-hub')}",
+            "Accept-Encoding": "identity",
+        }
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.endpoint = endpoint.rstrip("/")
@@ -92,8 +101,11 @@ class HubHttp:
         policy = self.retry
         return Retrying(
             stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential_jitter(multiplier=policy.initial_wait_s, max=policy.max_wait_s,
-                                         jitter=policy.initial_wait_s),
+            wait=wait_exponential_jitter(
+                multiplier=policy.initial_wait_s,
+                max=policy.max_wait_s,
+                jitter=policy.initial_wait_s,
+            ),
             retry=retry_if_exception(lambda exc: _retryable(exc, idempotent=idempotent)),
             retry_error_callback=self._gave_up,
             reraise=True,
@@ -105,11 +117,15 @@ class HubHttp:
         exc = state.outcome.exception()
         attempts = state.attempt_number
         if isinstance(exc, ServerUnavailableError):
-            raise ServerUnavailableError(f"{exc} (gave up after {attempts} attempts)",
-                                         status_code=exc.status_code, detail=exc.detail) from exc
+            raise ServerUnavailableError(
+                f"{exc} (gave up after {attempts} attempts)",
+                status_code=exc.status_code,
+                detail=exc.detail,
+            ) from exc
         raise ServerUnavailableError(
             f"cannot reach the hub at {self.endpoint} after {attempts} attempts: "
-            f"{type(exc).__name__}: {exc}") from exc
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
     def call(self, send: Callable[[], httpx.Response], *, idempotent: bool) -> httpx.Response:
         """Run `send` (a `self.send` call) with retries: its answer, or the mapped HubError."""
@@ -124,11 +140,14 @@ class HubHttp:
         with self.client.stream(method, path, **kwargs) as response:
             body = read_at_most(checked(response), limit)
         if len(body) > limit:
-            raise LimitExceededError(f"{method} {response.request.url}: the answer is larger than "
-                                     f"the client's limit of {limit} bytes "
-                                     "(COMPEFT_HUB_MAX_ANSWER_BYTES)")
-        return httpx.Response(response.status_code, headers=response.headers, content=body,
-                              request=response.request)
+            raise LimitExceededError(
+                f"{method} {response.request.url}: the answer is larger than "
+                f"the client's limit of {limit} bytes "
+                "(COMPEFT_HUB_MAX_ANSWER_BYTES)"
+            )
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=body, request=response.request
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """An idempotent JSON call (GET, DELETE, the search POST)."""
@@ -149,7 +168,7 @@ def read_at_most(response: httpx.Response, limit: int) -> bytes:
         body += chunk
         if len(body) > limit:
             break
-    return bytes(body[:limit + 1])
+    return bytes(body[: limit + 1])
 
 
 def checked(response: httpx.Response) -> httpx.Response:
@@ -160,7 +179,9 @@ def checked(response: httpx.Response) -> httpx.Response:
     encoding = response.headers.get("Content-Encoding", "identity")
     if encoding.lower() != "identity":
         request = response.request
-        raise HubError(f"{request.method} {request.url}: the hub answered Content-Encoding "
-                       f"{encoding!r} though the client asked for identity; refused, since a "
-                       "few compressed bytes can inflate without bound")
+        raise HubError(
+            f"{request.method} {request.url}: the hub answered Content-Encoding "
+            f"{encoding!r} though the client asked for identity; refused, since a "
+            "few compressed bytes can inflate without bound"
+        )
     return response

@@ -57,9 +57,10 @@ def _parsed(model: type[Model], response: httpx.Response) -> Model:
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise HubError(f"{response.request.url}: unexpected answer from the hub (another API "
-                       f"version?): {describe_validation_errors(exc.errors(), what='answer')}"
-                       ) from exc
+        raise HubError(
+            f"{response.request.url}: unexpected answer from the hub (another API "
+            f"version?): {describe_validation_errors(exc.errors(), what='answer')}"
+        ) from exc
 
 
 def _request_body(model: type[Model], what: str, **fields: Any) -> Model:
@@ -75,9 +76,11 @@ def _torch_float32() -> torch.dtype:
     try:
         import torch
     except ImportError as exc:
-        raise ImportError("decompressing to torch tensors needs torch: pip install "
-                          "'compeft-hub[torch]' (or decode with load_expert(...)"
-                          ".decompress_numpy())") from exc
+        raise ImportError(
+            "decompressing to torch tensors needs torch: pip install "
+            "'compeft-hub[torch]' (or decode with load_expert(...)"
+            ".decompress_numpy())"
+        ) from exc
     return torch.float32
 
 
@@ -101,10 +104,16 @@ class HubClient:
     """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None,
-        cache_dir: str | Path | None = None, *, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = DEFAULT_RETRY, progress: bool | None = None,
-        tqdm_class: type[tqdm] = tqdm, offline: bool | None = None,
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        cache_dir: str | Path | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        progress: bool | None = None,
+        tqdm_class: type[tqdm] = tqdm,
+        offline: bool | None = None,
         limits: ClientLimits | None = None,
     ) -> None:
         settings = ClientSettings()
@@ -112,11 +121,19 @@ class HubClient:
         self.endpoint = url or settings.endpoint
         self.cache = BlobCache(Path(cache_dir) if cache_dir is not None else settings.cache)
         self.offline = settings.offline if offline is None else offline
-        self.progress = (not settings.disable_progress_bars and sys.stderr.isatty()
-                         if progress is None else progress)
+        self.progress = (
+            not settings.disable_progress_bars and sys.stderr.isatty()
+            if progress is None
+            else progress
+        )
         self.tqdm_class = tqdm_class
-        self._http = HubHttp(self.endpoint, token=token or settings.token, timeout=timeout,
-                             retry=retry, limits=self.limits)
+        self._http = HubHttp(
+            self.endpoint,
+            token=token or settings.token,
+            timeout=timeout,
+            retry=retry,
+            limits=self.limits,
+        )
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -125,17 +142,30 @@ class HubClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
     # --- writes -------------------------------------------------------------------------------
 
     def upload(
-        self, folder: str | Path, expert: str, *, description: str,
-        samples: Iterable[str] = (), tags: Iterable[str] = (), density: float | None = None,
-        scope: str | None = None, alpha: float | None = None, parent_revision: int | None = None,
-        factorisation: str | None = None, scale: str | None = None,
+        self,
+        folder: str | Path,
+        expert: str,
+        *,
+        description: str,
+        samples: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        density: float | None = None,
+        scope: str | None = None,
+        alpha: float | None = None,
+        parent_revision: int | None = None,
+        factorisation: str | None = None,
+        scale: str | None = None,
     ) -> RevisionCreated:
         """Upload a PEFT folder (adapter_config.json + adapter_model.safetensors) as the next
         revision of `owner/name`; the hub compresses it. Creates the expert on first upload.
@@ -147,8 +177,9 @@ class HubClient:
         and `scale` left as None take the hub's defaults (`compeft_core.compress` explains them).
         """
         if "@" in expert:
-            raise BadRequestError(f"upload to {expert!r}: give owner/name; the hub numbers "
-                                  "revisions itself")
+            raise BadRequestError(
+                f"upload to {expert!r}: give owner/name; the hub numbers revisions itself"
+            )
         ref = ExpertRef.parse(expert)
         folder = Path(folder)
         config, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -158,16 +189,28 @@ class HubClient:
             if not path.is_file():
                 raise AdapterFormatError(f"{folder} is not a PEFT adapter folder: no {path.name}")
         metadata = _request_body(
-            UploadMetadata, "metadata", task_description=description, sample_inputs=list(samples),
-            tags=list(tags), density=density, scope=scope, alpha=alpha,
-            parent_revision=parent_revision, factorisation=factorisation, scale=scale)
+            UploadMetadata,
+            "metadata",
+            task_description=description,
+            sample_inputs=list(samples),
+            tags=list(tags),
+            density=density,
+            scope=scope,
+            alpha=alpha,
+            parent_revision=parent_revision,
+            factorisation=factorisation,
+            scale=scale,
+        )
 
         def send() -> httpx.Response:
             with config.open("rb") as config_file, weights.open("rb") as weights_file:
                 return self._http.send(
-                    "POST", f"{_expert_path(ref)}/revisions",
-                    files={CONFIG_PART: (CONFIG_NAME, config_file, "application/json"),
-                           WEIGHTS_PART: (WEIGHTS_NAME, weights_file, "application/octet-stream")},
+                    "POST",
+                    f"{_expert_path(ref)}/revisions",
+                    files={
+                        CONFIG_PART: (CONFIG_NAME, config_file, "application/json"),
+                        WEIGHTS_PART: (WEIGHTS_NAME, weights_file, "application/octet-stream"),
+                    },
                     data={METADATA_PART: metadata.model_dump_json(exclude_none=True)},
                 )
 
@@ -193,20 +236,28 @@ class HubClient:
         """Every token of this client's user, oldest first: lookup ids and dates, no secrets."""
         return _parsed(TokenList, self._http.request("GET", f"{API}/tokens")).tokens
 
-    def create_token(self, *, read_only: bool | None = None, expires_in_days: int | None = None,
-                     name: str | None = None) -> TokenCreated:
+    def create_token(
+        self,
+        *,
+        read_only: bool | None = None,
+        expires_in_days: int | None = None,
+        name: str | None = None,
+    ) -> TokenCreated:
         """A new token of this client's user; `.token` is shown only in this answer.
 
         It has this client's token's rights or fewer: unset options are inherited, and asking a
         read-only or expiring token for more raises ForbiddenError. Not retried: a lost answer
         may have created a token (revoke it by lookup id from `list_tokens`).
         """
-        request = _request_body(TokenRequest, "token", read_only=read_only,
-                                expires_in_days=expires_in_days, name=name)
+        request = _request_body(
+            TokenRequest, "token", read_only=read_only, expires_in_days=expires_in_days, name=name
+        )
         response = self._http.call(
-            lambda: self._http.send("POST", f"{API}/tokens",
-                                    json=request.model_dump(exclude_none=True)),
-            idempotent=False)
+            lambda: self._http.send(
+                "POST", f"{API}/tokens", json=request.model_dump(exclude_none=True)
+            ),
+            idempotent=False,
+        )
         return _parsed(TokenCreated, response)
 
     def revoke_token(self, lookup_id: str) -> None:
@@ -219,20 +270,37 @@ class HubClient:
     # --- reads --------------------------------------------------------------------------------
 
     def list_experts(
-        self, *, owner: str | None = None, base_model: str | None = None,
-        peft_type: str | None = None, tag: str | None = None, limit: int = 20, offset: int = 0,
+        self,
+        *,
+        owner: str | None = None,
+        base_model: str | None = None,
+        peft_type: str | None = None,
+        tag: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
     ) -> ExpertPage:
         """One page of live experts, oldest first; filters apply to each latest revision."""
-        filters: dict[str, Any] = {"owner": owner, "base_model": base_model,
-                                   "peft_type": peft_type, "tag": tag}
+        filters: dict[str, Any] = {
+            "owner": owner,
+            "base_model": base_model,
+            "peft_type": peft_type,
+            "tag": tag,
+        }
         params = {key: value for key, value in filters.items() if value is not None}
-        response = self._http.request("GET", f"{API}/experts",
-                                      params={**params, "limit": limit, "offset": offset})
+        response = self._http.request(
+            "GET", f"{API}/experts", params={**params, "limit": limit, "offset": offset}
+        )
         return _parsed(ExpertPage, response)
 
     def search(
-        self, query: str | None = None, examples: Iterable[str] = (), *, base_model: str,
-        k: int = 10, peft_type: str | None = None, tags: Iterable[str] = (),
+        self,
+        query: str | None = None,
+        examples: Iterable[str] = (),
+        *,
+        base_model: str,
+        k: int = 10,
+        peft_type: str | None = None,
+        tags: Iterable[str] = (),
         exclude: Iterable[str] = (),
     ) -> list[SearchResult]:
         """The k experts of `base_model` whose task is closest to `query` and/or `examples`
@@ -241,11 +309,20 @@ class HubClient:
         NotFoundError when no expert has that base model. The request is checked here first,
         so an empty query or too many examples fail before anything is sent.
         """
-        request = _request_body(SearchRequest, "search", query=query, examples=list(examples),
-                                base_model=base_model, k=k, peft_type=peft_type, tags=list(tags),
-                                exclude=list(exclude))
-        response = self._http.request("POST", f"{API}/search",
-                                      json=request.model_dump(mode="json", exclude_none=True))
+        request = _request_body(
+            SearchRequest,
+            "search",
+            query=query,
+            examples=list(examples),
+            base_model=base_model,
+            k=k,
+            peft_type=peft_type,
+            tags=list(tags),
+            exclude=list(exclude),
+        )
+        response = self._http.request(
+            "POST", f"{API}/search", json=request.model_dump(mode="json", exclude_none=True)
+        )
         return _parsed(SearchResponse, response).results
 
     def info(self, expert: str) -> RevisionDetail:
@@ -259,8 +336,10 @@ class HubClient:
         if self.offline:
             cached = self.cache.read_ref(ref)
             if cached is None:
-                raise NotCachedError(f"{ref} is not in the cache at {self.cache.root}; resolve it "
-                                     "once online (COMPEFT_HUB_OFFLINE unset)")
+                raise NotCachedError(
+                    f"{ref} is not in the cache at {self.cache.root}; resolve it "
+                    "once online (COMPEFT_HUB_OFFLINE unset)"
+                )
             return cached
         revision = _parsed(RevisionDetail, self._http.request("GET", _revision_path(ref)))
         self.cache.write_ref(ref, revision)
@@ -280,15 +359,26 @@ class HubClient:
         if self.offline:
             raise NotCachedError(f"the blob of {ref} is not in the cache at {self.cache.root}")
         pinned = ref.at(revision.revision)
-        with self.tqdm_class(total=revision.blob_bytes, unit="B", unit_scale=True,
-                             unit_divisor=1024, desc=str(pinned), disable=not self.progress
-                             ) as progress:
-            return download_blob(self._http, self.cache, f"{_revision_path(pinned)}/blob",
-                                 sha256=revision.blob_sha256, size=revision.blob_bytes,
-                                 progress=progress)
+        with self.tqdm_class(
+            total=revision.blob_bytes,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=str(pinned),
+            disable=not self.progress,
+        ) as progress:
+            return download_blob(
+                self._http,
+                self.cache,
+                f"{_revision_path(pinned)}/blob",
+                sha256=revision.blob_sha256,
+                size=revision.blob_bytes,
+                progress=progress,
+            )
 
-    def fetch(self, expert: str, *, dtype: torch.dtype | np.dtype | None = None
-              ) -> tuple[RevisionDetail, CompressedExpert]:
+    def fetch(
+        self, expert: str, *, dtype: torch.dtype | np.dtype | None = None
+    ) -> tuple[RevisionDetail, CompressedExpert]:
         """A revision and its compressed expert, resolved once (so `latest` cannot move between
         the two); the bytes parsed are bytes whose sha256 matched.
 
@@ -308,22 +398,25 @@ class HubClient:
             self._check_decompressed_size(revision, compressed.num_params, dtype)
         return revision, compressed
 
-    def _check_decompressed_size(self, revision: RevisionDetail, params: int,
-                                 dtype: torch.dtype | np.dtype) -> None:
+    def _check_decompressed_size(
+        self, revision: RevisionDetail, params: int, dtype: torch.dtype | np.dtype
+    ) -> None:
         needed, limit = params * dtype.itemsize, self.limits.max_decompressed_bytes
         if needed > limit:
             raise LimitExceededError(
                 f"{revision.id}@{revision.revision} declares {params} parameters: {needed} bytes "
                 f"as {dtype}, over the client's limit of {limit} bytes "
-                "(COMPEFT_HUB_MAX_DECOMPRESSED_BYTES)")
+                "(COMPEFT_HUB_MAX_DECOMPRESSED_BYTES)"
+            )
 
     def load_expert(self, expert: str) -> CompressedExpert:
         """The compressed expert, to decompress later with any alpha and dtype (unbounded by
         `limits`, unlike `load` and `export_peft`: check `num_params` first)."""
         return self.fetch(expert)[1]
 
-    def load(self, expert: str, alpha: float | None = None,
-             dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    def load(
+        self, expert: str, alpha: float | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
         """The decompressed adapter state dict (float32 unless `dtype` says otherwise), keys as
         peft saves them. Needs torch.
 
@@ -334,16 +427,23 @@ class HubClient:
         from compeft_core.task_vectors import adapter_from_task_vector
 
         revision, compressed = self.fetch(expert, dtype=dtype)
-        return adapter_from_task_vector(revision.peft_type,
-                                        compressed.decompress(alpha=alpha, dtype=dtype))
+        return adapter_from_task_vector(
+            revision.peft_type, compressed.decompress(alpha=alpha, dtype=dtype)
+        )
 
-    def export_peft(self, expert: str, path: str | Path, alpha: float | None = None,
-                    dtype: torch.dtype | None = None) -> Path:
+    def export_peft(
+        self,
+        expert: str,
+        path: str | Path,
+        alpha: float | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Path:
         """Write the decompressed adapter (float32 unless `dtype` says otherwise) as a folder
         `peft.PeftModel.from_pretrained` loads. Needs torch."""
         dtype = dtype if dtype is not None else _torch_float32()
         from compeft_core.export import export_adapter
 
         revision, compressed = self.fetch(expert, dtype=dtype)
-        return export_adapter(compressed, revision.adapter_config, Path(path), alpha=alpha,
-                              dtype=dtype)
+        return export_adapter(
+            compressed, revision.adapter_config, Path(path), alpha=alpha, dtype=dtype
+        )

@@ -32,8 +32,9 @@ class ExpertRef:
             raise BadRequestError(f"invalid expert reference {text!r}: use owner/name[@revision]")
         revision = revision or LATEST
         if revision != LATEST and not (revision.isascii() and revision.isdigit()):
-            raise BadRequestError(f"invalid revision {revision!r} in {text!r}: use a number "
-                                  f"or {LATEST!r}")
+            raise BadRequestError(
+                f"invalid revision {revision!r} in {text!r}: use a number or {LATEST!r}"
+            )
         try:
             ExpertId(owner, name)
         except InvalidRequestError as exc:

@@ -43,10 +43,15 @@ class ClientLimits(BaseSettings):
     model_config = _ENVIRONMENT
 
     max_blob_bytes: int = Field(
-        default=4 * GiB, gt=0,
-        description="Largest blob downloaded; a revision announcing a larger one is refused.")
+        default=4 * GiB,
+        gt=0,
+        description="Largest blob downloaded; a revision announcing a larger one is refused.",
+    )
     max_answer_bytes: int = Field(
-        default=16 * MiB, gt=0, description="Largest JSON answer read (metadata, lists, search).")
+        default=16 * MiB, gt=0, description="Largest JSON answer read (metadata, lists, search)."
+    )
     max_decompressed_bytes: int = Field(
-        default=8 * GiB, gt=0,
-        description="Largest dense state dict decompressed: parameters x output dtype size.")
+        default=8 * GiB,
+        gt=0,
+        description="Largest dense state dict decompressed: parameters x output dtype size.",
+    )

@@ -24,8 +24,10 @@ from registry.wire.experts import (
 def fidelity_summary(modules: Iterable[Fidelity]) -> FidelitySummary:
     """The summary of the per-module figures (at least one module)."""
     figures = list(modules)
-    return FidelitySummary(relative_error=Summary.of(f.relative_error for f in figures),
-                           cosine=Summary.of(f.cosine for f in figures))
+    return FidelitySummary(
+        relative_error=Summary.of(f.relative_error for f in figures),
+        cosine=Summary.of(f.cosine for f in figures),
+    )
 
 
 def row_fidelity(row: Revision) -> FidelitySummary | None:
@@ -94,8 +96,10 @@ def expert_summary(expert: Expert, latest: Revision) -> ExpertSummary:
 
 def expert_detail(expert: Expert, latest: Revision) -> ExpertDetail:
     """An expert with all its revisions, oldest first."""
-    return ExpertDetail(**_expert_fields(expert, latest),
-                        revisions=[revision_summary(row) for row in expert.revisions])
+    return ExpertDetail(
+        **_expert_fields(expert, latest),
+        revisions=[revision_summary(row) for row in expert.revisions],
+    )
 
 
 def _expert_fields(expert: Expert, latest: Revision) -> dict[str, Any]:

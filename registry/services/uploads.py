@@ -73,4 +73,3 @@ def compress_and_publish(
         scale=revision.scale,
         fidelity=upload.fidelity,
     )
-

@@ -94,7 +94,9 @@ class RevisionCreated(BaseModel):
         default="as-trained", description="How LoRA pairs were factored before compression."
     )
     scale: str = Field(default="entry", description="How the default alphas were chosen.")
-    fidelity: FidelitySummary | None = Field(default=None, description="Measured while compressing.")
+    fidelity: FidelitySummary | None = Field(
+        default=None, description="Measured while compressing."
+    )
 
 
 class RevisionSummary(BaseModel):

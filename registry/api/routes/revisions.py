@@ -83,7 +83,10 @@ async def upload_revision(
     with tempfile.TemporaryDirectory(prefix="compeft-hub-upload-") as folder:
         received = await receive_upload(request, Path(folder), limits)
         return await run_in_threadpool(
-            uploads.compress_and_publish, received, expert_id=expert_id, caller=caller,
+            uploads.compress_and_publish,
+            received,
+            expert_id=expert_id,
+            caller=caller,
             services=services,
         )
 
