@@ -1,0 +1,70 @@
+"""What the client commands share: their common options and how they report errors.
+
+Nothing here imports the client's dependencies at import time, so `compeft-hub --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from registry.client.settings import DEFAULT_ENDPOINT
+
+if TYPE_CHECKING:
+    from registry.client import HubClient
+
+Endpoint = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        help=f"Hub URL (env COMPEFT_HUB_ENDPOINT; default {DEFAULT_ENDPOINT}).",
+        show_default=False,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="API token, needed to upload (env COMPEFT_HUB_TOKEN).", show_default=False
+    ),
+]
+ExpertArgument = Annotated[
+    str,
+    typer.Argument(
+        help="owner/name, optionally @REVISION (a number; default: latest).", show_default=False
+    ),
+]
+Alpha = Annotated[
+    float | None,
+    typer.Option(
+        help="ComPEFT alpha for every tensor (default: the alphas stored at upload).",
+        show_default=False,
+    ),
+]
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Hub errors, bad inputs and unreadable files: one line on stderr, exit status 1."""
+    from registry.client.errors import HubError
+
+    try:
+        yield
+    except (HubError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def open_client(endpoint: str | None, token: str | None) -> HubClient:
+    """Imported here, when a command runs: `--help` does not load the client's dependencies."""
+    from registry.client import HubClient
+
+    return HubClient(url=endpoint, token=token)
+
+
+def table_console() -> Console:
+    """Stdout for tables; without markup, since descriptions come from strangers."""
+    return Console(markup=False)
