@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tests.bench_runs import run_bench
 
 
 def test_cli_startup_bench_quick_prints_the_summary_json() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cli_startup", "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    output, summary = run_bench("bench.cli_startup", "--quick")
     assert set(summary) == {
         "help_s",
         "baseline_s",
@@ -24,4 +15,4 @@ def test_cli_startup_bench_quick_prints_the_summary_json() -> None:
         "meets_target",
     }
     assert summary["help_s"] > 0 and summary["baseline_s"] > 0 and summary["target_s"] == 1.0
-    assert "compeft-hub pull --help" in done.stdout and "python -c pass" in done.stdout
+    assert "compeft-hub pull --help" in output and "python -c pass" in output

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tests.bench_runs import run_bench
 
 
 def test_codec_bench_quick_prints_the_summary_json():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.codec", "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    output, summary = run_bench("bench.codec", "--quick")
     assert set(summary) == {
         "bits_per_param",
         "vs_entropy",
@@ -25,4 +16,4 @@ def test_codec_bench_quick_prints_the_summary_json():
     }
     assert 0.5 < summary["bits_per_param"] < 1.0  # density 0.1: bound 0.569 + headers
     assert summary["ratio_vs_fp16"] > 10
-    assert "baseline_topk_2bit" in done.stdout
+    assert "baseline_topk_2bit" in output

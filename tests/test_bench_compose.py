@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,17 +10,11 @@ from transformers import LlamaForCausalLM
 
 from bench.compose import TINY_LLAMA, random_experts, run, tiny_llama_workload, weighted_state_dict
 from compeft_core.compose import compose
+from tests.bench_runs import run_bench
 
 
 def test_compose_bench_quick_prints_the_summary_json():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.compose", "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    output, summary = run_bench("bench.compose", "--quick")
     assert set(summary) == {
         "ours_s",
         "floor_s",
@@ -37,8 +28,8 @@ def test_compose_bench_quick_prints_the_summary_json():
         summary["ours_s"] / summary["reference_s"]
     )
     for method in ("ours", "floor", "reference"):
-        assert method in done.stdout
-    assert "NGOpt chose" in done.stdout
+        assert method in output
+    assert "NGOpt chose" in output
 
 
 def test_reference_merge_is_our_lorahub_composition():
