@@ -1,6 +1,8 @@
 """The client SDK: `HubClient` and the exceptions it raises.
 
-- `hub.py`: HubClient (upload, list, info, search, pull, load, export, delete).
+- `hub.py`: HubClient (upload, list, info, search, pull, load, export, delete), with the token
+  calls of `accounts.py` (whoami, create, list, revoke); `answers.py` checks requests and answers
+  against the wire types.
 - `http.py`: the httpx connection, timeouts and retries; `errors.py`: the exception families.
 - `cache.py`: the sha256-keyed download cache; `transfer.py`: resumable verified downloads.
 - `refs.py`: `owner/name[@revision]`; `settings.py`: the COMPEFT_HUB_* client variables.

@@ -15,24 +15,22 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
-from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from compeft_core import AdapterFormatError
 from compeft_core.expert import CompressedExpert
 from compeft_core.formats import CONFIG_NAME, PICKLE_NAME, PICKLE_REFUSED, WEIGHTS_NAME
+from registry.client.accounts import AccountCalls
+from registry.client.answers import API, parsed, request_body
 from registry.client.cache import BlobCache
-from registry.client.errors import BadRequestError, HubError, LimitExceededError, NotCachedError
+from registry.client.errors import BadRequestError, LimitExceededError, NotCachedError
 from registry.client.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HubHttp, RetryPolicy
 from registry.client.refs import ExpertRef
 from registry.client.settings import ClientLimits, ClientSettings
 from registry.client.transfer import download_blob
-from registry.errors import describe_validation_errors
-from registry.wire.accounts import TokenCreated, TokenInfo, TokenList, TokenRequest, Whoami
 from registry.wire.experts import (
     CONFIG_PART,
     METADATA_PART,
@@ -47,28 +45,6 @@ from registry.wire.search import SearchRequest, SearchResponse, SearchResult
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-API = "/api/v1"
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def _parsed(model: type[Model], response: httpx.Response) -> Model:
-    """The answer as `model`; a HubError if the server speaks another version of the API."""
-    try:
-        return model.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise HubError(
-            f"{response.request.url}: unexpected answer from the hub (another API "
-            f"version?): {describe_validation_errors(exc.errors(), what='answer')}"
-        ) from exc
-
-
-def _request_body(model: type[Model], what: str, **fields: Any) -> Model:
-    """`model(**fields)`, or the BadRequestError the server would answer, raised before sending."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        raise BadRequestError(describe_validation_errors(exc.errors(), what=what)) from exc
 
 
 def _torch_float32() -> torch.dtype:
@@ -92,7 +68,7 @@ def _revision_path(ref: ExpertRef) -> str:
     return f"{_expert_path(ref)}/revisions/{ref.revision}"
 
 
-class HubClient:
+class HubClient(AccountCalls):
     """A connection to one hub and one local cache. Use it as a context manager, or `close()`.
 
     Every argument left as None comes from the environment (settings.py): COMPEFT_HUB_ENDPOINT,
@@ -188,7 +164,7 @@ class HubClient:
         for path in (config, weights):
             if not path.is_file():
                 raise AdapterFormatError(f"{folder} is not a PEFT adapter folder: no {path.name}")
-        metadata = _request_body(
+        metadata = request_body(
             UploadMetadata,
             "metadata",
             task_description=description,
@@ -214,58 +190,13 @@ class HubClient:
                     data={METADATA_PART: metadata.model_dump_json(exclude_none=True)},
                 )
 
-        return _parsed(RevisionCreated, self._http.call(send, idempotent=False))
+        return parsed(RevisionCreated, self._http.call(send, idempotent=False))
 
     def delete(self, expert: str) -> None:
         """Soft-delete `owner/name` with all its revisions (owner only); the name is free again."""
         if "@" in expert:
             raise BadRequestError(f"{expert!r}: delete removes the whole expert; give owner/name")
         self._http.request("DELETE", _expert_path(ExpertRef.parse(expert)))
-
-    # --- account ------------------------------------------------------------------------------
-
-    def whoami(self) -> Whoami:
-        """The user of this client's token and the token itself (read-only? expires when?).
-
-        AuthError without a token, or when it is unknown, revoked or expired (the detail says
-        which).
-        """
-        return _parsed(Whoami, self._http.request("GET", f"{API}/whoami"))
-
-    def list_tokens(self) -> list[TokenInfo]:
-        """Every token of this client's user, oldest first: lookup ids and dates, no secrets."""
-        return _parsed(TokenList, self._http.request("GET", f"{API}/tokens")).tokens
-
-    def create_token(
-        self,
-        *,
-        read_only: bool | None = None,
-        expires_in_days: int | None = None,
-        name: str | None = None,
-    ) -> TokenCreated:
-        """A new token of this client's user; `.token` is shown only in this answer.
-
-        It has this client's token's rights or fewer: unset options are inherited, and asking a
-        read-only or expiring token for more raises ForbiddenError. Not retried: a lost answer
-        may have created a token (revoke it by lookup id from `list_tokens`).
-        """
-        request = _request_body(
-            TokenRequest, "token", read_only=read_only, expires_in_days=expires_in_days, name=name
-        )
-        response = self._http.call(
-            lambda: self._http.send(
-                "POST", f"{API}/tokens", json=request.model_dump(exclude_none=True)
-            ),
-            idempotent=False,
-        )
-        return _parsed(TokenCreated, response)
-
-    def revoke_token(self, lookup_id: str) -> None:
-        """Revoke one of this user's tokens by lookup id, for good; revoking again is a no-op.
-
-        A read-only token may revoke only itself; another user's token is NotFoundError.
-        """
-        self._http.request("DELETE", f"{API}/tokens/{quote(lookup_id, safe='')}")
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -290,7 +221,7 @@ class HubClient:
         response = self._http.request(
             "GET", f"{API}/experts", params={**params, "limit": limit, "offset": offset}
         )
-        return _parsed(ExpertPage, response)
+        return parsed(ExpertPage, response)
 
     def search(
         self,
@@ -309,7 +240,7 @@ class HubClient:
         NotFoundError when no expert has that base model. The request is checked here first,
         so an empty query or too many examples fail before anything is sent.
         """
-        request = _request_body(
+        request = request_body(
             SearchRequest,
             "search",
             query=query,
@@ -323,7 +254,7 @@ class HubClient:
         response = self._http.request(
             "POST", f"{API}/search", json=request.model_dump(mode="json", exclude_none=True)
         )
-        return _parsed(SearchResponse, response).results
+        return parsed(SearchResponse, response).results
 
     def info(self, expert: str) -> RevisionDetail:
         """Everything the hub records about a revision, adapter config and blob sha256 included.
@@ -341,7 +272,7 @@ class HubClient:
                     "once online (COMPEFT_HUB_OFFLINE unset)"
                 )
             return cached
-        revision = _parsed(RevisionDetail, self._http.request("GET", _revision_path(ref)))
+        revision = parsed(RevisionDetail, self._http.request("GET", _revision_path(ref)))
         self.cache.write_ref(ref, revision)
         return revision
 
