@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from bench.quality import BENCH_DIR, FULL, Bench
+from bench.quality import BENCH_DIR, FULL
 from bench.quality_library import LIBRARIES
 from bench.quality_summary import LEARNED_MARGIN
 from bench.quality_tasks import SplitSizes, encode, load_tasks
-from bench.quality_train import lora_model, set_lora
+from bench.quality_train import Bench, lora_model, set_lora
 from bench.smollm2 import load_smollm2
 from compeft_core.compress import compress
 from compeft_core.peft_io import read_adapter_folder

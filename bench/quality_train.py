@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from peft.utils.save_and_load import get_peft_model_state_dict, set_peft_model_state_dict
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from bench.quality_tasks import Encoded
+from bench.quality_tasks import Encoded, LabelTask
 from compeft_core.fewshot import IGNORE_INDEX, causal_lm_batch, pad_rows
 from compeft_core.peft_io import write_adapter_folder
 
@@ -277,3 +277,21 @@ def accuracy(
             predicted = (last.float() @ label_rows.T.float()).argmax(dim=1).tolist()
             correct += sum(p == data.gold[i] for p, i in zip(predicted, rows, strict=True))
     return correct / len(data.prompts)
+
+
+@dataclass
+class Bench:
+    """The loaded model, tokenizer and tasks, with each task's splits encoded once."""
+
+    tokenizer: PreTrainedTokenizerBase
+    base: PreTrainedModel
+    tasks: list[LabelTask]
+    max_input_tokens: int
+    data: dict[str, dict[str, Encoded]]
+
+    @property
+    def pad(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def score(self, model: torch.nn.Module, task: str, split: str) -> float:
+        return accuracy(model, self.data[task][split], self.pad)
