@@ -42,10 +42,8 @@ import httpx
 import numpy as np
 from sqlalchemy.engine import make_url
 
-from registry.db.engine import create_db_engine, create_session_factory
-from registry.services.accounts import create_token, create_user
-from tests.fixtures.database import fresh_postgres_database
-from tests.fixtures.faults import (
+from bench.adapter_files import lora_adapter
+from bench.api_process import (
     AcknowledgedUpload,
     ApiProcess,
     compeft_hub_command,
@@ -53,8 +51,10 @@ from tests.fixtures.faults import (
     upload_form,
     upload_path,
 )
-from tests.fixtures.registry import lora_adapter
-from tests.fixtures.seaweedfs import SeaweedS3
+from bench.postgres import fresh_postgres_database
+from bench.seaweedfs import SeaweedS3
+from registry.db.engine import create_db_engine, create_session_factory
+from registry.services.accounts import create_token, create_user
 
 CLIENTS = 64
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -15,11 +15,12 @@ from typing import cast
 import pytest
 from sqlalchemy import select, update
 
+from bench.adapter_files import lora_adapter
 from registry.db.models import BlobClaim, utc_now
 from registry.services.blob_claims import CLAIM_TTL, abandon, claim, release
 from registry.services.fsck import fsck
 from storage import BlobStore
-from tests.fixtures.registry import Hub, lora_adapter
+from tests.fixtures.registry import Hub
 
 BLOB = b"the same compressed bytes, put by two uploads"
 KEY = hashlib.sha256(BLOB).hexdigest()

@@ -20,6 +20,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from bench.seaweedfs import free_ports
 from compeft_core import AdapterFormatError
 from registry.client import (
     AuthError,
@@ -36,7 +37,6 @@ from registry.client import (
 )
 from tests.compeft_reference import reference_decompress
 from tests.fixtures.live_hub import FAST_RETRIES, RETRY_AFTER_S, TINY_BASE_MODEL, LiveHub
-from tests.fixtures.seaweedfs import free_ports
 from tests.test_peft_io import tiny_base
 
 DENSITY = 0.25

@@ -19,11 +19,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from registry.cli.main import app as cli_app
-from registry.services.fsck import fsck
-from storage import LocalBlobStore
-from tests.fixtures.faults import (
-    FAULT_ROUNDS,
+from bench.adapter_files import lora_adapter
+from bench.api_process import (
     AcknowledgedUpload,
     ApiProcess,
     damaged_uploads,
@@ -31,7 +28,11 @@ from tests.fixtures.faults import (
     upload_form,
     upload_path,
 )
-from tests.fixtures.registry import Hub, auth, lora_adapter
+from registry.cli.main import app as cli_app
+from registry.services.fsck import fsck
+from storage import LocalBlobStore
+from tests.fixtures.faults import FAULT_ROUNDS
+from tests.fixtures.registry import Hub, auth
 
 CLIENTS = 4
 ACKNOWLEDGED_BEFORE_KILL = 4  # per round

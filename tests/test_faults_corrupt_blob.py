@@ -17,13 +17,14 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from bench.adapter_files import lora_adapter
+from bench.api_process import settings_environment
 from registry.api.app import create_app
 from registry.cli.main import app as cli_app
 from registry.client import ChecksumMismatchError, HubClient
 from storage import LocalBlobStore, S3BlobStore
-from tests.fixtures.faults import settings_environment
 from tests.fixtures.live_hub import FAST_RETRIES
-from tests.fixtures.registry import Hub, lora_adapter, served_over_http
+from tests.fixtures.registry import Hub, served_over_http
 
 ADAPTER = lora_adapter(seed=7)
 

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.services.fsck import fsck
-from tests.fixtures.faults import (
+from bench.adapter_files import DEFAULT_METADATA, AdapterFiles, lora_adapter
+from bench.api_process import (
     AcknowledgedUpload,
     ApiProcess,
     damaged_uploads,
@@ -37,7 +37,8 @@ from tests.fixtures.faults import (
     upload_form,
     upload_path,
 )
-from tests.fixtures.registry import DEFAULT_METADATA, AdapterFiles, Hub, auth, lora_adapter
+from registry.services.fsck import fsck
+from tests.fixtures.registry import Hub, auth
 
 ROUNDS = int(os.environ.get("COMPEFT_HUB_RACE_ROUNDS", "30"))  # two identical pairs per round
 CONCURRENT_UPLOADS = 10

@@ -20,18 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.adapter_files import lora_adapter
+from bench.api_process import AcknowledgedUpload, damaged_uploads, upload_form, upload_path
 from registry.api.app import create_app
 from registry.services.fsck import fsck
 from registry.settings import Settings
-from tests.fixtures.faults import (
-    FAULT_ROUNDS,
-    AcknowledgedUpload,
-    damaged_uploads,
-    upload_form,
-    upload_path,
-)
+from tests.fixtures.faults import FAULT_ROUNDS
 from tests.fixtures.postgres_cluster import PostgresCluster, postgres_cluster  # noqa: F401
-from tests.fixtures.registry import Hub, auth, lora_adapter, open_hub, served_over_http
+from tests.fixtures.registry import Hub, auth, open_hub, served_over_http
 
 CLIENTS = 4
 DATABASE_DOWN = "database temporarily unavailable; retry later"

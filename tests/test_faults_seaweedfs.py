@@ -14,25 +14,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bench.adapter_files import AdapterFiles, lora_adapter, lora_config, lora_tensors
+from bench.api_process import AcknowledgedUpload, damaged_uploads, upload_form, upload_path
+from bench.seaweedfs import SeaweedS3
 from registry.api.app import create_app
-from tests.fixtures.faults import (
-    FAULT_ROUNDS,
-    AcknowledgedUpload,
-    damaged_uploads,
-    upload_form,
-    upload_path,
-)
-from tests.fixtures.registry import (
-    AdapterFiles,
-    Hub,
-    auth,
-    lora_adapter,
-    lora_config,
-    lora_tensors,
-    s3_store_url,
-    served_over_http,
-)
-from tests.fixtures.seaweedfs import SeaweedS3
+from tests.fixtures.faults import FAULT_ROUNDS
+from tests.fixtures.registry import Hub, auth, s3_store_url, served_over_http
 
 STORAGE_DOWN = "blob storage temporarily unavailable; retry later"
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
+from bench.adapter_files import DEFAULT_METADATA, lora_adapter
 from registry.db.models import Expert, Revision
-from tests.fixtures.registry import DEFAULT_METADATA, Hub, lora_adapter
+from tests.fixtures.registry import Hub
 
 SEARCH = {"query": DEFAULT_METADATA["task_description"], "base_model": "tiny/llama", "k": 5}
 

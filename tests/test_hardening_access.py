@@ -24,11 +24,12 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from bench.adapter_files import lora_adapter
+from bench.api_process import ApiProcess, settings_environment, upload_form
 from registry.api.rate_limits import RateLimiter
 from registry.db.models import ApiToken, Base
 from registry.errors import TooManyRequestsError
-from tests.fixtures.faults import ApiProcess, settings_environment, upload_form
-from tests.fixtures.registry import Hub, auth, lora_adapter, open_hub
+from tests.fixtures.registry import Hub, auth, open_hub
 
 WRITE_METHODS = {"post", "put", "patch", "delete"}
 

@@ -26,12 +26,13 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
+from bench.adapter_files import DEFAULT_METADATA, lora_adapter
+from bench.api_process import upload_form
 from compeft_core import BlobFormatError, CompressedExpert
 from compeft_core.compress import compress
 from registry.api.app import create_app
 from registry.db.models import ApiToken, Expert, Revision, RevisionTag, User
-from tests.fixtures.faults import upload_form
-from tests.fixtures.registry import DEFAULT_METADATA, Hub, auth, lora_adapter, served_over_http
+from tests.fixtures.registry import Hub, auth, served_over_http
 from tests.test_blob_format import _rewrite
 from tests.test_registry_hostile_uploads import assert_nothing_stored
 

@@ -20,18 +20,13 @@ import pytest
 import torch
 from safetensors.torch import load
 
+from bench.adapter_files import DEFAULT_METADATA, AdapterFiles, lora_config, lora_tensors
 from compeft_core import CompressionInputError
 from compeft_core.codec import MAX_NAME_CHARS, MAX_NDIM
 from registry.services.ingest import ReceivedUpload, compress_upload
 from registry.settings import Settings
 from registry.wire.experts import UploadMetadata
-from tests.fixtures.registry import (
-    DEFAULT_METADATA,
-    AdapterFiles,
-    Hub,
-    lora_config,
-    lora_tensors,
-)
+from tests.fixtures.registry import Hub
 from tests.test_registry_hostile_uploads import (
     VALID,
     Hostile,

@@ -118,3 +118,9 @@ def test_the_wire_types_import_pydantic_and_plain_constants_only() -> None:
 def test_the_lower_packages_never_import_the_registry(package: str) -> None:
     for module, imported in _sources(package).items():
         assert not any(target.split(".")[0] == "registry" for target in imported), module
+
+
+def test_the_benches_never_import_the_tests() -> None:
+    """Helpers both use (adapters, servers, processes) live in bench/; tests import them."""
+    for module, imported in _sources("bench").items():
+        assert not any(target.split(".")[0] == "tests" for target in imported), module

@@ -11,13 +11,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
+from bench.adapter_files import lora_adapter
 from registry.api.app import create_app
 from registry.db.engine import create_db_engine
 from registry.db.models import Base
 from registry.db.schema import alembic_config, current_revisions, head_revisions, upgrade_schema
 from registry.errors import SchemaOutOfDateError
 from registry.settings import Settings
-from tests.fixtures.registry import Hub, lora_adapter
+from tests.fixtures.registry import Hub
 
 
 @pytest.fixture

@@ -19,12 +19,13 @@ from sqlalchemy import Connection, Engine, event, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bench.adapter_files import DEFAULT_METADATA, lora_adapter
 from registry.db.engine import create_db_engine
 from registry.db.models import Expert, User, utc_now
 from registry.db.schema import alembic_config, current_revisions, head_revisions, upgrade_schema
 from registry.errors import ConflictError, SchemaOutOfDateError
 from registry.services.accounts import create_user
-from tests.fixtures.registry import DEFAULT_METADATA, Hub, auth, lora_adapter
+from tests.fixtures.registry import Hub, auth
 
 LOCAL_ONLY = pytest.mark.parametrize("blob_store_url", ["local"], indirect=True)
 CASE_INDEXES = ("uq_users_lower_name", "uq_experts_live_owner_lower_name")

@@ -12,11 +12,12 @@ import pytest
 from alembic import command
 from typer.testing import CliRunner, Result
 
+from bench.adapter_files import lora_adapter
 from registry.cli.main import app
 from registry.db.engine import create_db_engine
 from registry.db.models import utc_now
 from registry.db.schema import alembic_config
-from tests.fixtures.registry import Hub, auth, lora_adapter
+from tests.fixtures.registry import Hub, auth
 from tests.test_hardening_access import secret_of
 
 

@@ -6,9 +6,10 @@ import hashlib
 
 import pytest
 
+from bench.adapter_files import lora_adapter
 from registry.api.downloads import ByteRange, parse_range
 from registry.errors import RangeNotSatisfiableError
-from tests.fixtures.registry import Hub, lora_adapter
+from tests.fixtures.registry import Hub
 
 BLOB_URL = "/api/v1/experts/alice/trivia/revisions/1/blob"
 

@@ -18,19 +18,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bench.adapter_files import DEFAULT_METADATA, AdapterFiles, lora_adapter
+from bench.seaweedfs import SeaweedS3
 from compeft_core import CompressedExpert
 from registry.api.app import create_app
 from tests.compeft_reference import reference_decompress, reference_fidelity
-from tests.fixtures.registry import (
-    DEFAULT_METADATA,
-    AdapterFiles,
-    Hub,
-    auth,
-    lora_adapter,
-    s3_store_url,
-    served_over_http,
-)
-from tests.fixtures.seaweedfs import SeaweedS3
+from tests.fixtures.registry import Hub, auth, s3_store_url, served_over_http
 
 DENSITY = 0.25
 ALPHA = 1.5

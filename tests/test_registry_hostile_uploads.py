@@ -13,16 +13,14 @@ from typing import Any
 import pytest
 import torch
 
-from tests.fixtures.registry import (
+from bench.adapter_files import (
     DEFAULT_METADATA,
     AdapterFiles,
-    Hub,
-    auth,
     lora_adapter,
     lora_config,
     lora_tensors,
-    open_hub,
 )
+from tests.fixtures.registry import Hub, auth, open_hub
 
 pytestmark = pytest.mark.usefixtures("no_leftover_upload_files")
 

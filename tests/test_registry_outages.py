@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.adapter_files import lora_adapter
+from bench.seaweedfs import free_ports
 from tests.fixtures.database import database_outage
-from tests.fixtures.registry import Hub, lora_adapter, open_hub
-from tests.fixtures.seaweedfs import free_ports
+from tests.fixtures.registry import Hub, open_hub
 
 
 @pytest.fixture

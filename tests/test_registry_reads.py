@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.registry import DEFAULT_METADATA, Hub, auth, lora_adapter
+from bench.adapter_files import DEFAULT_METADATA, lora_adapter
+from tests.fixtures.registry import Hub, auth
 
 
 @pytest.fixture

@@ -18,13 +18,14 @@ import torch
 from sqlalchemy import delete, event, select, update
 from typer.testing import CliRunner
 
+from bench.adapter_files import AdapterFiles, lora_adapter
 from registry.cli.main import app as cli
 from registry.db.index_log import current_version
 from registry.db.models import IndexChange, Revision, RevisionEmbedding
 from registry.services.vectors import decode_vector
 from retrieval.embedder import TaskEmbedder
 from retrieval.limits import MAX_K, MAX_QUERY_EXAMPLES
-from tests.fixtures.registry import AdapterFiles, Hub, auth, lora_adapter, open_hub
+from tests.fixtures.registry import Hub, auth, open_hub
 
 # Generous: each app checks the counter before every search, so convergence is immediate.
 CONVERGENCE_DEADLINE_S = 3.0

@@ -8,14 +8,9 @@ import json
 import pytest
 import torch
 
+from bench.adapter_files import DEFAULT_METADATA, AdapterFiles, lora_adapter
 from compeft_core import CompressedExpert
-from tests.fixtures.registry import (
-    DEFAULT_METADATA,
-    AdapterFiles,
-    Hub,
-    auth,
-    lora_adapter,
-)
+from tests.fixtures.registry import Hub, auth
 
 pytestmark = pytest.mark.usefixtures("no_leftover_upload_files")
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.registry import Hub, lora_adapter, open_hub
+from bench.adapter_files import lora_adapter
+from tests.fixtures.registry import Hub, open_hub
 
 SMALL_CAP = 2048
 

@@ -29,7 +29,8 @@ from schemathesis.core.result import Ok
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation
 
-from tests.fixtures.registry import Hub, auth, lora_adapter, open_hub
+from bench.adapter_files import lora_adapter
+from tests.fixtures.registry import Hub, auth, open_hub
 
 MAX_EXAMPLES = int(os.environ.get("COMPEFT_HUB_SCHEMATHESIS_EXAMPLES", "25"))
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.faults import ApiProcess
-from tests.fixtures.registry import Hub, lora_adapter, open_hub
+from bench.adapter_files import lora_adapter
+from bench.api_process import ApiProcess
+from tests.fixtures.registry import Hub, open_hub
 
 DEADLINE_S = 1
 WAIT_S = 15  # far above the deadline: the box is shared

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.seaweedfs import SeaweedS3, free_ports
 from storage import (
     BlobNotFoundError,
     BlobStore,
@@ -17,7 +18,6 @@ from storage import (
     StorageError,
     open_blob_store,
 )
-from tests.fixtures.seaweedfs import SeaweedS3, free_ports
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # the smallest multipart threshold S3 allows; lowered so 12 MiB takes 3 parts

@@ -21,6 +21,7 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
+from bench.adapter_files import lora_adapter
 from registry.client import AuthError, ForbiddenError, HubClient, NotFoundError
 from registry.db.engine import create_db_engine
 from registry.db.models import ApiToken, utc_now
@@ -28,7 +29,7 @@ from registry.db.schema import alembic_config, upgrade_schema
 from registry.services.accounts import create_token
 from registry.wire.accounts import TokenInfo
 from tests.fixtures.live_hub import LiveHub, RunCli
-from tests.fixtures.registry import Hub, auth, lora_adapter
+from tests.fixtures.registry import Hub, auth
 from tests.test_hardening_access import secret_of
 
 TOKEN_FIELDS = set(TokenInfo.model_fields)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.adapter_files import lora_adapter
 from registry.api.web.rendering import SECURITY_HEADERS
-from tests.fixtures.registry import Hub, auth, lora_adapter
+from tests.fixtures.registry import Hub, auth
 from tests.fixtures.web import DELETED_EXPERT, LIVE_EXPERTS, WebSite
 
 PAGES = [
