@@ -84,7 +84,7 @@ def blob_response(store: BlobStore, revision: Revision, asked: BlobRequest) -> R
     """200 with the whole blob, 206 with one range, or 304 when the client already has it."""
     if revision.blob_missing:
         raise NotFoundError(
-            f"the blob of revision {revision.number} is missing from storage (found by "
+            f"the blob of revision {revision.revision} is missing from storage (found by "
             "`compeft-hub fsck`); the owner must upload the adapter again"
         )
     etag = f'"{revision.blob_sha256}"'
@@ -95,7 +95,7 @@ def blob_response(store: BlobStore, revision: Revision, asked: BlobRequest) -> R
     }
     if asked.if_none_match is not None and etag_matches(asked.if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    size = revision.blob_size
+    size = revision.blob_bytes
     range_header = asked.range_header
     if asked.if_range is not None and asked.if_range.strip() != etag:  # strong comparison
         range_header = None
@@ -103,7 +103,7 @@ def blob_response(store: BlobStore, revision: Revision, asked: BlobRequest) -> R
     headers["Content-Length"] = str(selected.end - selected.start)
     headers["Content-Disposition"] = (
         f'attachment; filename="{revision.expert.owner.name}--{revision.expert.name}'
-        f'--r{revision.number}.safetensors"'
+        f'--r{revision.revision}.safetensors"'
     )
     status = 200
     if range_header is not None:

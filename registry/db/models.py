@@ -39,6 +39,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from registry.wire.common import Summary
+from registry.wire.experts import FidelitySummary
 from registry.wire.limits import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH, TOKEN_NAME_LENGTH
 
 SHA256_HEX_LENGTH = 64
@@ -143,12 +145,12 @@ class Expert(Base):
 
     owner: Mapped[User] = relationship()
     revisions: Mapped[list[Revision]] = relationship(
-        back_populates="expert", order_by="Revision.number"
+        back_populates="expert", order_by="Revision.revision"
     )
     # `select(...).join(Expert.latest)` pairs each expert with its latest revision.
     latest: Mapped[Revision] = relationship(
         primaryjoin="and_(Expert.id == foreign(Revision.expert_id), "
-        "Expert.latest_revision == foreign(Revision.number))",
+        "Expert.latest_revision == foreign(Revision.revision))",
         viewonly=True,
     )
 
@@ -173,11 +175,13 @@ class Revision(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), index=True)
-    number: Mapped[int]
+    # Attributes carry the API's names (`registry.wire.experts`), so the answers are built from
+    # the row with `from_attributes`; three columns keep their older names (no migration).
+    revision: Mapped[int] = mapped_column("number")
     blob_sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH), index=True)
-    blob_size: Mapped[int] = mapped_column(BigInteger)
+    blob_bytes: Mapped[int] = mapped_column("blob_size", BigInteger)
     blob_missing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    original_size: Mapped[int] = mapped_column(BigInteger)
+    original_bytes: Mapped[int] = mapped_column("original_size", BigInteger)
     original_dtype: Mapped[str] = mapped_column(String(32))
     num_params: Mapped[int] = mapped_column(BigInteger)
     density: Mapped[float]
@@ -202,37 +206,60 @@ class Revision(Base):
     rank: Mapped[int | None]
     lora_alpha: Mapped[float | None]
     target_modules: Mapped[list[str]] = mapped_column(JSON)
-    adapter_config: Mapped[str] = mapped_column(Text)
+    adapter_config_text: Mapped[str] = mapped_column("adapter_config", Text)
     task_description: Mapped[str] = mapped_column(Text)
     sample_inputs: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
     expert: Mapped[Expert] = relationship(back_populates="revisions")
-    tags: Mapped[list[RevisionTag]] = relationship(
+    tag_rows: Mapped[list[RevisionTag]] = relationship(
         cascade="all, delete-orphan", order_by="RevisionTag.tag", lazy="selectin"
     )
     embedding: Mapped[RevisionEmbedding | None] = relationship(cascade="all, delete-orphan")
 
     @property
-    def tag_names(self) -> list[str]:
+    def owner_and_name(self) -> str:
+        """`owner/name`: the expert's id as the API names it (`id` is the row's key)."""
+        return f"{self.expert.owner.name}/{self.expert.name}"
+
+    @property
+    def tags(self) -> list[str]:
         """The tags as plain strings, sorted."""
-        return [tag.tag for tag in self.tags]
+        return [tag.tag for tag in self.tag_rows]
 
     @property
     def compression_ratio(self) -> float:
         """Uploaded safetensors bytes per blob byte."""
-        return self.original_size / self.blob_size
+        return self.original_bytes / self.blob_bytes
 
     @property
     def bits_per_param(self) -> float:
         """Blob bits per dense parameter of the adapter."""
-        return 8 * self.blob_size / self.num_params
+        return 8 * self.blob_bytes / self.num_params
 
     @property
-    def adapter_config_dict(self) -> dict[str, Any]:
+    def adapter_config(self) -> dict[str, Any]:
         """The uploaded adapter_config.json, parsed (it was validated as a JSON object)."""
-        parsed: dict[str, Any] = json.loads(self.adapter_config)
+        parsed: dict[str, Any] = json.loads(self.adapter_config_text)
         return parsed
+
+    @property
+    def sigma(self) -> Summary:
+        return Summary(min=self.sigma_min, mean=self.sigma_mean, max=self.sigma_max)
+
+    @property
+    def default_alpha(self) -> Summary:
+        return Summary(min=self.alpha_min, mean=self.alpha_mean, max=self.alpha_max)
+
+    @property
+    def fidelity(self) -> FidelitySummary | None:
+        """The fidelity measured at upload; None for revisions uploaded before it was."""
+        if self.error_mean is None:
+            return None
+        return FidelitySummary(
+            relative_error=Summary(min=self.error_min, mean=self.error_mean, max=self.error_max),
+            cosine=Summary(min=self.cosine_min, mean=self.cosine_mean, max=self.cosine_max),
+        )
 
 
 class RevisionTag(Base):

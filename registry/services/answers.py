@@ -30,64 +30,20 @@ def fidelity_summary(modules: Iterable[Fidelity]) -> FidelitySummary:
     )
 
 
-def row_fidelity(row: Revision) -> FidelitySummary | None:
-    """The fidelity columns of a revision row, when it was measured."""
-    if row.error_mean is None:
-        return None
-    return FidelitySummary(
-        relative_error=Summary(min=row.error_min, mean=row.error_mean, max=row.error_max),
-        cosine=Summary(min=row.cosine_min, mean=row.cosine_mean, max=row.cosine_max),
-    )
-
-
 def revision_summary(row: Revision) -> RevisionSummary:
-    return RevisionSummary(**_summary_fields(row))
+    return RevisionSummary.model_validate(row)
 
 
 def revision_detail(row: Revision) -> RevisionDetail:
     """The revision as answered; CorruptRecordError when a stored number is not finite."""
     try:
-        return RevisionDetail(
-            **_summary_fields(row),
-            id=f"{row.expert.owner.name}/{row.expert.name}",
-            original_bytes=row.original_size,
-            original_dtype=row.original_dtype,
-            num_params=row.num_params,
-            compression_ratio=row.compression_ratio,
-            bits_per_param=row.bits_per_param,
-            sigma=Summary(min=row.sigma_min, mean=row.sigma_mean, max=row.sigma_max),
-            default_alpha=Summary(min=row.alpha_min, mean=row.alpha_mean, max=row.alpha_max),
-            factorisation=row.factorisation,
-            scale=row.scale,
-            fidelity=row_fidelity(row),
-            rank=row.rank,
-            lora_alpha=row.lora_alpha,
-            target_modules=row.target_modules,
-            adapter_config=row.adapter_config_dict,
-            sample_inputs=row.sample_inputs,
-            blob_missing=row.blob_missing,
-        )
+        return RevisionDetail.model_validate(row)
     except ValidationError as exc:
         raise CorruptRecordError(
-            f"revision {row.number} of {row.expert.owner.name}/{row.expert.name} holds "
-            f"values the API cannot answer ({exc.error_count()} non-finite numbers stored "
-            "before uploads refused them); its owner should upload the adapter again"
+            f"revision {row.revision} of {row.owner_and_name} holds values the API cannot "
+            f"answer ({exc.error_count()} non-finite numbers stored before uploads refused "
+            "them); its owner should upload the adapter again"
         ) from exc
-
-
-def _summary_fields(row: Revision) -> dict[str, Any]:
-    return {
-        "revision": row.number,
-        "created_at": row.created_at,
-        "base_model": row.base_model,
-        "peft_type": row.peft_type,
-        "task_description": row.task_description,
-        "tags": row.tag_names,
-        "blob_sha256": row.blob_sha256,
-        "blob_bytes": row.blob_size,
-        "density": row.density,
-        "scope": row.scope,
-    }
 
 
 def expert_summary(expert: Expert, latest: Revision) -> ExpertSummary:

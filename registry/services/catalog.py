@@ -93,13 +93,13 @@ def get_revision(session: Session, expert_id: ExpertId, revision: str) -> Revisi
     """Revision `revision` (a number or `latest`) of a live expert; NotFoundError otherwise."""
     number = parse_revision(revision)
     expert, latest = get_expert(session, expert_id)
-    if number is None or number == latest.number:
+    if number is None or number == latest.revision:
         return latest
     row = session.scalar(
-        select(Revision).where(Revision.expert_id == expert.id, Revision.number == number)
+        select(Revision).where(Revision.expert_id == expert.id, Revision.revision == number)
     )
     if row is None:
-        raise NotFoundError(f"{expert_id} has no revision {number} (latest: {latest.number})")
+        raise NotFoundError(f"{expert_id} has no revision {number} (latest: {latest.revision})")
     return row
 
 

@@ -64,7 +64,7 @@ def fsck(
     `verify` reads every blob (the whole store) to find the corrupt ones.
     """
     rows = session.execute(
-        select(Revision.id, Revision.number, Revision.blob_sha256, Revision.blob_missing)
+        select(Revision.id, Revision.revision, Revision.blob_sha256, Revision.blob_missing)
         .add_columns(User.name.label("owner"), Expert.name.label("name"))
         .join(Revision.expert)
         .join(Expert.owner)
@@ -77,7 +77,7 @@ def fsck(
     unreferenced = intact - {row.blob_sha256 for row in rows}
     report = FsckReport(
         dangling=[
-            DanglingRevision(f"{row.owner}/{row.name}", row.number, row.blob_sha256)
+            DanglingRevision(f"{row.owner}/{row.name}", row.revision, row.blob_sha256)
             for row in rows
             if row.blob_sha256 not in intact
         ],

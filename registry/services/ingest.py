@@ -46,7 +46,7 @@ class CompressedUpload:
 
     blob: bytes
     blob_sha256: str
-    original_size: int
+    original_bytes: int
     original_dtype: str
     num_params: int
     density: float
@@ -54,14 +54,14 @@ class CompressedUpload:
     factorisation: str
     scale: str
     sigma: Summary
-    alpha: Summary
+    default_alpha: Summary
     fidelity: FidelitySummary
     base_model: str | None
     peft_type: str
     rank: int | None
     lora_alpha: float | None
     target_modules: list[str]
-    adapter_config: str
+    adapter_config_text: str
     metadata: UploadMetadata
 
 
@@ -105,7 +105,7 @@ def compress_upload(
     return CompressedUpload(
         blob=blob,
         blob_sha256=hashlib.sha256(blob).hexdigest(),
-        original_size=received.weights_path.stat().st_size,
+        original_bytes=received.weights_path.stat().st_size,
         original_dtype=adapter.dtype,
         num_params=adapter.num_params,
         density=expert.density,
@@ -113,14 +113,14 @@ def compress_upload(
         factorisation=expert.factorisation,
         scale=expert.scale,
         sigma=Summary(**expert.metadata["sigma"]),
-        alpha=Summary(**expert.metadata["alpha"]),
+        default_alpha=Summary(**expert.metadata["alpha"]),
         fidelity=fidelity_summary(expert.fidelity.values()),
         base_model=base_model,
         peft_type=adapter.peft_type,
         rank=adapter.rank,
         lora_alpha=adapter.lora_alpha,
         target_modules=list(adapter.target_modules),
-        adapter_config=config_text,
+        adapter_config_text=config_text,
         metadata=metadata,
     )
 

@@ -176,7 +176,7 @@ def _hydrated(session: Session, hits: Sequence[Hit]) -> list[SearchResult]:
     rows = session.execute(
         live_experts_with_latest()
         .where(Expert.id.in_([hit.expert_id for hit in hits]))
-        .options(joinedload(Revision.tags))
+        .options(joinedload(Revision.tag_rows))
     ).unique()
     latest = {expert.id: (expert, revision) for expert, revision in rows}
     results: list[SearchResult] = []

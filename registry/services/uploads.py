@@ -58,18 +58,4 @@ def compress_and_publish(
         upload=upload,
         embedding=embedding,
     )
-    return RevisionCreated(
-        id=str(expert_id),
-        revision=revision.number,
-        blob_sha256=revision.blob_sha256,
-        original_bytes=revision.original_size,
-        blob_bytes=revision.blob_size,
-        compression_ratio=revision.compression_ratio,
-        bits_per_param=revision.bits_per_param,
-        num_params=revision.num_params,
-        density=revision.density,
-        scope=revision.scope,
-        factorisation=revision.factorisation,
-        scale=revision.scale,
-        fidelity=upload.fidelity,
-    )
+    return RevisionCreated.model_validate(revision)

@@ -5,11 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from compeft_core.formats import CONFIG_NAME, FLOAT32_MAX, WEIGHTS_NAME
 from registry.wire.common import FiniteFloat, SampleInput, Summary, Tag, TaskDescription
 from registry.wire.limits import SQL_INTEGER_MAX
+
+# Built from a registry.db.models.Revision row too (from_attributes): the row's attributes carry
+# these names. Only `id` differs: on the row it is the key, so its `owner/name` is read from
+# `owner_and_name`; JSON and keyword arguments still say `id`.
+_FROM_ROWS = ConfigDict(from_attributes=True)
+
+
+def _expert_id() -> Any:
+    """The `id` field of a revision: `owner/name`."""
+    return Field(validation_alias=AliasChoices("owner_and_name", "id"), description="`owner/name`.")
+
 
 # The multipart upload's parts: the PEFT folder's two files under their own names, and the JSON
 # UploadMetadata.
@@ -80,7 +91,9 @@ class FidelitySummary(BaseModel):
 class RevisionCreated(BaseModel):
     """Answer to a successful upload (201)."""
 
-    id: str
+    model_config = _FROM_ROWS
+
+    id: str = _expert_id()
     revision: int
     blob_sha256: str
     original_bytes: int = Field(description="Size of the uploaded adapter_model.safetensors.")
@@ -102,6 +115,8 @@ class RevisionCreated(BaseModel):
 class RevisionSummary(BaseModel):
     """A revision as listed: enough to pick one."""
 
+    model_config = _FROM_ROWS
+
     revision: int
     created_at: datetime
     base_model: str | None
@@ -117,7 +132,7 @@ class RevisionSummary(BaseModel):
 class RevisionDetail(RevisionSummary):
     """Everything recorded about a revision."""
 
-    id: str
+    id: str = _expert_id()
     original_bytes: int
     original_dtype: str
     num_params: int

@@ -125,7 +125,7 @@ def download_blob(
     row = catalog.get_revision(session, expert_id, revision)
     if revision == catalog.LATEST:
         return downloads.pinned_blob_redirect(
-            request.url.path.removesuffix(f"/{catalog.LATEST}/blob") + f"/{row.number}/blob"
+            request.url.path.removesuffix(f"/{catalog.LATEST}/blob") + f"/{row.revision}/blob"
         )
     asked = downloads.BlobRequest(
         head=request.method == "HEAD",
