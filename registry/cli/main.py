@@ -3,8 +3,8 @@
 Every command reads the same COMPEFT_HUB_* settings as the server. Errors print one line on stderr
 and exit with status 1 (2 for invalid settings); no traceback for things a person can fix.
 Each command imports what it uses when it runs (the server's stack for these, the client's for
-those of `client_cli.py`), so `--help` and the client commands start without SQL, FAISS or torch,
-and a client-only install (no `server` extra) runs them.
+those of `client.py` and `compose.py`), so `--help` and the client commands start without SQL,
+FAISS or torch, and a client-only install (no `server` extra) runs them.
 """
 
 from __future__ import annotations
