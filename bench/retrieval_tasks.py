@@ -29,6 +29,7 @@ import yaml
 
 from retrieval.embedder import TaskEmbedder
 from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.limits import MAX_QUERY_CHARS
 
 EVAL_BASE_MODEL = "eval-base-model"
 
@@ -154,7 +155,9 @@ def _accuracy(
         inputs = task.heldout_inputs
         for start in range(0, len(inputs) - group_size + 1, group_size):
             owners.append(owner)
-            groups.append((None, inputs[start : start + group_size]))
+            # Cut as a client must before sending (the model reads ~1,000 characters anyway).
+            shots = [text[:MAX_QUERY_CHARS] for text in inputs[start : start + group_size]]
+            groups.append((None, shots))
     top1 = top3 = 0
     for owner, query in zip(owners, embedder.embed_queries(groups), strict=True):
         ranked = [hit.expert_id for hit in index.search(query, EVAL_BASE_MODEL, k=3)]
