@@ -4,9 +4,6 @@ summarize, the tasks' splits are fixed and disjoint, and what the client fetches
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict
 
 import pytest
@@ -26,6 +23,7 @@ from bench.quality_summary import gain_kept, learned_tasks
 from bench.quality_tasks import SplitSizes, load_tasks
 from compeft_core.compress import compress
 from compeft_core.peft_io import read_adapter_folder
+from tests.bench_runs import run_bench
 
 SUMMARY_KEYS = {
     "tasks",
@@ -45,11 +43,6 @@ SUMMARY_KEYS = {
     "compose_top1_uncompressed_acc",
     "bits_per_param",
 }
-ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
-
-def _last_json_line(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def _assert_accuracies(summary: dict) -> None:
@@ -62,15 +55,7 @@ def _assert_accuracies(summary: dict) -> None:
 @pytest.mark.slow
 def test_quick_run_trains_uploads_measures_and_reports(tmp_path):
     out = tmp_path / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.quality", "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        env={**os.environ, **ENV},
-    )
-    summary = _last_json_line(done.stdout)
+    _, summary = run_bench("bench.quality", "--quick", "--out", str(out), timeout=600)
     _assert_accuracies(summary)
     assert summary["tasks"] == 2
     results = json.loads((out / "quality.json").read_text())
@@ -91,14 +76,7 @@ def test_quick_run_trains_uploads_measures_and_reports(tmp_path):
 def test_summary_of_the_stored_results_is_the_last_line():
     if not (results_dir(FULL.library.kind.name) / RESULTS_FILE).is_file():
         pytest.skip("no stored results yet: run `python -m bench.quality`")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.quality", "--summary"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    summary = _last_json_line(done.stdout)
+    _, summary = run_bench("bench.quality", "--summary", timeout=120)
     _assert_accuracies(summary)
     assert summary["tasks"] >= 8
 
@@ -171,15 +149,7 @@ def test_gain_kept_is_over_the_learned_tasks_with_stored_or_tuned_alphas():
 
 @pytest.mark.slow
 def test_factorisation_bench_quick_measures_every_choice_against_the_paper():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.factorisation", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        env={**os.environ, **ENV},
-    )
-    summary = _last_json_line(done.stdout)
+    output, summary = run_bench("bench.factorisation", "--quick", timeout=600)
     assert summary["baseline"] == "as-trained/entry"
     assert set(summary["settings"]) == {
         f"{f}/{s}@0.1"
@@ -198,4 +168,4 @@ def test_factorisation_bench_quick_measures_every_choice_against_the_paper():
         for key in ("balanced/unbiased@0.1", "as-trained/entry@0.1")
     )
     assert balanced > paper + 0.1  # the balanced gauge keeps the product better (0.77 vs 0.54)
-    assert "gain kept" in done.stdout
+    assert "gain kept" in output

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,13 @@ from tests.compeft_reference import reference_decompress
 from tests.fixtures.live_hub import LiveHub
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("compeft_core", "storage", "registry", "retrieval", "migrations")
+# The packages the wheel is built from, as pyproject.toml lists them ("registry*" -> "registry").
+PACKAGES = tuple(
+    pattern.removesuffix("*")
+    for pattern in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+)
 # What only the server, the compressor or composition need: none of it may come with the client.
 SERVER_STACK = (
     "torch",
