@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -374,7 +375,26 @@ def test_5xx_answers_are_retried_then_reported(
     assert down.value.status_code == 503
 
 
-def test_a_rate_limited_write_raises_at_once_with_the_wait_the_hub_asked_for(
+def test_a_rate_limited_write_waits_the_hubs_retry_after_then_is_sent_again(
+    live_hub: LiveHub, hub_client: HubClient, adapter_folder: Path
+) -> None:
+    live_hub.recorder.faults.rate_limited = 1
+    live_hub.recorder.faults.retry_after_s = 1  # within FAST_RETRIES.max_rate_limit_wait_s
+    started = time.monotonic()
+    assert hub_client.upload(adapter_folder, EXPERT, description=DESCRIPTION).revision == 1
+    assert time.monotonic() - started >= 1.0  # it waited what the hub asked, not the backoff
+    assert [r.method for r in live_hub.recorder.requests] == ["POST", "POST"]
+    assert live_hub.hub.revision_count() == 1
+
+    live_hub.recorder.faults.rate_limited = FAST_RETRIES.attempts
+    live_hub.recorder.faults.retry_after_s = 0
+    with pytest.raises(RateLimitedError, match="after 3 attempts") as limited:
+        hub_client.upload(adapter_folder, EXPERT, description="second")
+    assert limited.value.retry_after_s == 0
+    assert live_hub.hub.revision_count() == 1
+
+
+def test_a_rate_limited_write_raises_at_once_when_the_wait_is_longer_than_the_client_waits(
     live_hub: LiveHub, hub_client: HubClient, adapter_folder: Path
 ) -> None:
     live_hub.recorder.faults.rate_limited = 1

@@ -44,9 +44,9 @@ class ConflictError(HubError):
 
 
 class RateLimitedError(HubError):
-    """The token wrote faster than the hub allows (429). Writes are not retried automatically (an
-    upload may be large); wait `retry_after_s` seconds (None when the hub did not say), then retry.
-    """
+    """The token wrote faster than the hub allows (429), and the client did not wait: the hub's
+    `retry_after_s` (None when it did not say) was longer than `RetryPolicy.max_rate_limit_wait_s`,
+    or the retries ran out. Wait that long, then retry."""
 
     def __init__(
         self,

@@ -5,7 +5,10 @@ What is retried (tenacity, exponential backoff with jitter):
   any 5xx;
 - uploads: only what proves the request was not processed: a failed connect, and 502/503/504
   (the server's "put, then commit" leaves nothing behind on 503). A 500 or a read timeout after
-  an upload was sent is not retried: the revision may exist already.
+  an upload was sent is not retried: the revision may exist already;
+- any call answered 429 (rate limited), after the `Retry-After` the hub asked for: the limiter
+  answers before the request is processed, so a write is safe to send again. A wait longer than
+  `RetryPolicy.max_rate_limit_wait_s`, or none given, raises RateLimitedError at once.
 When the retries run out, a ServerUnavailableError says so; 4xx answers are never retried.
 
 What is read (the hub is treated as hostile; the limits are in settings.py): the client asks for
@@ -35,6 +38,7 @@ from tenacity import (
 from registry.client.errors import (
     HubError,
     LimitExceededError,
+    RateLimitedError,
     ServerUnavailableError,
     error_for_response,
 )
@@ -48,17 +52,22 @@ _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently to retry: `attempts` in all, waits doubling from `initial_wait_s`
-    up to `max_wait_s`, plus up to `initial_wait_s` of random jitter."""
+    up to `max_wait_s`, plus up to `initial_wait_s` of random jitter. A 429 waits the hub's
+    `Retry-After` instead, when that is at most `max_rate_limit_wait_s`."""
 
     attempts: int = 5
     initial_wait_s: float = 0.5
     max_wait_s: float = 8.0
+    max_rate_limit_wait_s: float = 60.0
 
 
 DEFAULT_RETRY = RetryPolicy()
 
 
-def _retryable(exc: BaseException, *, idempotent: bool) -> bool:
+def _retryable(exc: BaseException, *, idempotent: bool, policy: RetryPolicy) -> bool:
+    if isinstance(exc, RateLimitedError):
+        wait = exc.retry_after_s
+        return wait is not None and wait <= policy.max_rate_limit_wait_s
     if isinstance(exc, ServerUnavailableError):
         return idempotent or exc.status_code in _NOT_PROCESSED_STATUSES
     if isinstance(exc, httpx.TransportError):
@@ -99,23 +108,40 @@ class HubHttp:
         left behind (a partial download) continues where it stopped.
         """
         policy = self.retry
+        backoff = wait_exponential_jitter(
+            multiplier=policy.initial_wait_s,
+            max=policy.max_wait_s,
+            jitter=policy.initial_wait_s,
+        )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None:
+                return float(exc.retry_after_s)
+            return backoff(state)
+
         return Retrying(
             stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential_jitter(
-                multiplier=policy.initial_wait_s,
-                max=policy.max_wait_s,
-                jitter=policy.initial_wait_s,
+            wait=wait,
+            retry=retry_if_exception(
+                lambda exc: _retryable(exc, idempotent=idempotent, policy=policy)
             ),
-            retry=retry_if_exception(lambda exc: _retryable(exc, idempotent=idempotent)),
             retry_error_callback=self._gave_up,
             reraise=True,
         )
 
     def _gave_up(self, state: RetryCallState) -> None:
-        """Only retryable errors get here: 5xx answers and transport errors."""
+        """Only retryable errors get here: 429 and 5xx answers, transport errors."""
         assert state.outcome is not None
         exc = state.outcome.exception()
         attempts = state.attempt_number
+        if isinstance(exc, RateLimitedError):
+            raise RateLimitedError(
+                f"{exc} (gave up after {attempts} attempts)",
+                status_code=exc.status_code,
+                detail=exc.detail,
+                retry_after_s=exc.retry_after_s,
+            ) from exc
         if isinstance(exc, ServerUnavailableError):
             raise ServerUnavailableError(
                 f"{exc} (gave up after {attempts} attempts)",
