@@ -110,7 +110,7 @@ class TaskEmbedder:
         RetrievalError for a task with no text at all.
         """
         return self._pooled(
-            [self._task_texts(description, samples) for description, samples in tasks]
+            [self.task_texts(description, samples) for description, samples in tasks]
         )
 
     def embed_query(self, query: str | None, examples: Sequence[str] = ()) -> np.ndarray:
@@ -123,9 +123,10 @@ class TaskEmbedder:
         Queries come from clients, so they are checked: an empty query, a blank example, more than
         MAX_QUERY_EXAMPLES examples or a text over MAX_QUERY_CHARS raise RetrievalError.
         """
-        return self._pooled([_query_texts(query, examples) for query, examples in queries])
+        return self._pooled([query_texts(query, examples) for query, examples in queries])
 
-    def _task_texts(self, description: str, samples: Sequence[str]) -> list[str]:
+    def task_texts(self, description: str, samples: Sequence[str]) -> list[str]:
+        """The texts a task vector pools (and its lexical vector hashes): blanks left out."""
         texts = [description, *samples[: self._max_samples]]
         kept = [text.strip() for text in texts if text and text.strip()]
         if not kept:
@@ -142,8 +143,8 @@ class TaskEmbedder:
         return sums / np.linalg.norm(sums, axis=1, keepdims=True)
 
 
-def _query_texts(query: str | None, examples: Sequence[str]) -> list[str]:
-    """The texts of a client query, or RetrievalError saying what is wrong with it."""
+def query_texts(query: str | None, examples: Sequence[str]) -> list[str]:
+    """The texts of a client query (stripped), or RetrievalError saying what is wrong with it."""
     if len(examples) > MAX_QUERY_EXAMPLES:
         raise RetrievalError(f"too many examples: {len(examples)} (at most {MAX_QUERY_EXAMPLES})")
     texts = [query.strip()] if query and query.strip() else []

@@ -4,6 +4,10 @@ A query always names a base model (adapters only fit the model they were trained
 model gets its own shard and the query's base model picks it: filtering by base model costs
 nothing. PEFT-type and tag filters are applied inside the shard (see `retrieval.shard`).
 The index is a cache of the registry's SQL rows; `retrieval.sync` keeps it in step.
+
+A search may carry a lexical query (`retrieval.lexical`): the dense stage's best hits are then
+re-scored with the experts' lexical vectors, which the index keeps beside the FAISS shards, and
+ranked by the fused score.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from retrieval.errors import RetrievalError, UnknownBaseModelError
+from retrieval.lexical import RERANK_DEPTH, LexicalQuery, LexicalVector, lexical_scores
 from retrieval.limits import MAX_K
 from retrieval.shard import BaseModelShard, ExpertAttributes, Hit, IndexConfig
 
@@ -30,6 +35,7 @@ class ExpertRecord:
     base_model: str
     peft_type: str
     tags: Collection[str] = field(default_factory=frozenset)
+    lexical: LexicalVector | None = None
 
 
 class ExpertIndex:
@@ -44,6 +50,7 @@ class ExpertIndex:
         self._config = config or IndexConfig()
         self._shards: dict[str, BaseModelShard] = {}
         self._base_model_of: dict[int, str] = {}
+        self._lexical: dict[int, LexicalVector] = {}
         # Searches and writes exclude each other; writes also exclude each other for as long as a
         # rebuild takes, while searches keep reading the old shards.
         self._lock = threading.Lock()
@@ -116,6 +123,11 @@ class ExpertIndex:
                     [ExpertAttributes(r.peft_type, frozenset(r.tags)) for r in batch],
                 )
                 self._base_model_of.update((record.expert_id, base_model) for record in batch)
+            for record in records:
+                if record.lexical is None:
+                    self._lexical.pop(record.expert_id, None)
+                else:
+                    self._lexical[record.expert_id] = record.lexical
 
     def rebuild(self, records: Iterable[ExpertRecord]) -> None:
         """Replace the whole content with `records`; searches see the old content meanwhile."""
@@ -124,6 +136,7 @@ class ExpertIndex:
             fresh.update(upserts=records)
             with self._lock:
                 self._shards, self._base_model_of = fresh._shards, fresh._base_model_of
+                self._lexical = fresh._lexical
 
     def search(
         self,
@@ -133,11 +146,13 @@ class ExpertIndex:
         peft_type: str | None = None,
         tags: Collection[str] = (),
         exclude: Collection[int] = (),
+        lexical: LexicalQuery | None = None,
     ) -> list[Hit]:
         """The k experts of `base_model` most similar to `vector`, best first.
 
         Only experts with the given PEFT type (when given) and all the given tags are returned;
-        ids in `exclude` never are. Fewer than k hits come back when fewer match.
+        ids in `exclude` never are. Fewer than k hits come back when fewer match. With `lexical`,
+        the dense stage's best max(k, RERANK_DEPTH) are ranked again by the fused score.
         """
         if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= MAX_K:
             raise RetrievalError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
@@ -146,7 +161,12 @@ class ExpertIndex:
         query = _unit_rows([vector], self._dim)[0]
         with self._lock:
             shard = self._shard(base_model)
-            return shard.search(query, int(k), peft_type, frozenset(tags), frozenset(exclude))
+            depth = int(k) if lexical is None else max(int(k), RERANK_DEPTH)
+            hits = shard.search(query, depth, peft_type, frozenset(tags), frozenset(exclude))
+            if lexical is None:
+                return hits
+            vectors = [self._lexical.get(hit.expert_id) for hit in hits]
+        return _reranked(hits, vectors, lexical)[: int(k)]
 
     def _shard(self, base_model: str) -> BaseModelShard:
         shard = self._shards.get(base_model)
@@ -158,6 +178,7 @@ class ExpertIndex:
         ids_by_base_model: dict[str, list[int]] = {}
         for expert_id in expert_ids:
             base_model = self._base_model_of.pop(expert_id, None)
+            self._lexical.pop(expert_id, None)
             if base_model is not None:
                 ids_by_base_model.setdefault(base_model, []).append(expert_id)
         for base_model, ids in ids_by_base_model.items():
@@ -165,6 +186,23 @@ class ExpertIndex:
             shard.remove(ids)
             if not len(shard):
                 del self._shards[base_model]
+
+
+def _reranked(
+    hits: Sequence[Hit], vectors: Sequence[LexicalVector | None], query: LexicalQuery
+) -> list[Hit]:
+    """The hits ranked by fused score; ties keep the dense order (the sort is stable)."""
+    scores = lexical_scores(query.vector, vectors)
+    fused = [
+        Hit(
+            hit.expert_id,
+            query.fused(hit.dense, float(score)),
+            hit.dense,
+            None if vector is None else float(score),
+        )
+        for hit, vector, score in zip(hits, vectors, scores, strict=True)
+    ]
+    return sorted(fused, key=lambda hit: -hit.score)
 
 
 def _unit_rows(vectors: Sequence[ArrayLike], dim: int) -> np.ndarray:

@@ -47,8 +47,16 @@ class IndexConfig:
 
 
 class Hit(NamedTuple):
+    """One expert found: `score` ranks it, `dense` and `lexical` are the parts it was fused from.
+
+    `lexical` is None where no lexical stage scored the expert (a dense-only search, or an expert
+    stored before lexical vectors existed: `compeft-hub reembed` gives it one).
+    """
+
     expert_id: int
     score: float
+    dense: float
+    lexical: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,7 @@ class BaseModelShard:
                 metric=faiss.METRIC_INNER_PRODUCT,
             )
         return [
-            Hit(int(self._slot_ids[slot_array[i]]), float(score))
+            Hit(int(self._slot_ids[slot_array[i]]), float(score), float(score))
             for i, score in zip(best[0], scores[0], strict=True)
         ]
 
@@ -186,7 +194,7 @@ class BaseModelShard:
         with _single_threaded_faiss():
             scores, slots = self._index.search(query.reshape(1, -1), k, params=params)
         return [
-            Hit(int(self._slot_ids[slot]), float(score))
+            Hit(int(self._slot_ids[slot]), float(score), float(score))
             for slot, score in zip(slots[0], scores[0], strict=True)
             if slot >= 0
         ]

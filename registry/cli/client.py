@@ -172,14 +172,25 @@ def search(
         hits = client.search(
             query, example or (), base_model=base_model, k=k, peft_type=peft_type, tags=tag or ()
         )
-    table = Table("#", "expert", "score", "type", "tags", "task", title=f"experts for {base_model}")
+    table = Table(
+        "#",
+        "expert",
+        "score",
+        "dense/lex",
+        "type",
+        "tags",
+        "task",
+        title=f"experts for {base_model}",
+        caption="score: the dense (embedding) and lexical (n-gram) cosines fused; -: none yet",
+    )
     table.columns[1].no_wrap = True
     for hit in hits:
-        revision = hit.revision
+        revision, parts = hit.revision, hit.score_parts
         table.add_row(
             str(hit.rank),
             f"{hit.id}@{revision.revision}",
             f"{hit.score:.3f}",
+            f"{parts.dense:.2f}/{'-' if parts.lexical is None else format(parts.lexical, '.2f')}",
             revision.peft_type,
             ", ".join(revision.tags),
             revision.task_description,

@@ -277,7 +277,9 @@ class RevisionEmbedding(Base):
     """The task embedding of one revision and the embedder (name, version) that produced it.
 
     A table of its own because revisions are immutable while embeddings are replaced by
-    `compeft-hub reembed` when the embedder changes. `vector` holds `dim` little-endian float32s.
+    `compeft-hub reembed` when the embedder changes. `vector` holds `dim` little-endian float32s;
+    `lexical` the hashed n-grams of the same texts (`retrieval.lexical`, NULL for rows made before
+    lexical vectors existed), in the recipe `lexical_version` names.
     """
 
     __tablename__ = "revision_embeddings"
@@ -289,6 +291,8 @@ class RevisionEmbedding(Base):
     embedder_version: Mapped[str] = mapped_column(String(EMBEDDER_LENGTH))
     dim: Mapped[int]
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    lexical: Mapped[bytes | None] = mapped_column(LargeBinary)
+    lexical_version: Mapped[str | None] = mapped_column(String(EMBEDDER_LENGTH))
 
 
 class IndexState(Base):

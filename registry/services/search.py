@@ -5,6 +5,8 @@ counter). Before every search it reads the counter, one primary-key SELECT, and 
 it has not seen, so a change committed through any process is found by the next search on every
 process. An expert is searchable while it is live, its latest revision names a base model and has
 an embedding from the running embedder; experts embedded by another model wait for `reembed`.
+The index ranks the dense stage's best hits again by a fused dense + lexical score
+(`retrieval.lexical`); each result says what its score is made of.
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ from registry.errors import CorruptRecordError
 from registry.ids import ExpertId
 from registry.services.answers import revision_detail
 from registry.services.catalog import live_experts_with_latest
-from registry.services.vectors import decode_vector, is_current
-from registry.wire.search import EmbedderInfo, SearchRequest, SearchResponse, SearchResult
+from registry.services.vectors import decode_lexical, decode_vector, is_current, lexical_query
+from registry.wire.search import (
+    EmbedderInfo,
+    ScoreParts,
+    ScoringInfo,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
 from retrieval.embedder import TaskEmbedder
 from retrieval.errors import UnknownBaseModelError
 from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.lexical import LEXICAL_VERSION, RERANK_DEPTH, LexicalQuery, dense_weight_for
 from retrieval.shard import Hit, IndexConfig
 from retrieval.sync import ChangeSet, IndexSync
 
@@ -82,6 +92,9 @@ class ExpertSearch:
         self._sync.refresh_if_stale(version)
         index = self._sync.index
         _check_base_model(index, request.base_model)
+        lexical = LexicalQuery(
+            lexical_query(request.query, request.examples), dense_weight_for(request.examples)
+        )
         hits = index.search(
             self._embedder.embed_query(request.query, request.examples),
             request.base_model,
@@ -89,11 +102,17 @@ class ExpertSearch:
             peft_type=request.peft_type,
             tags=request.tags,
             exclude=excluded,
+            lexical=lexical,
         )
         return SearchResponse(
             results=_hydrated(session, hits),
             embedder=EmbedderInfo(
                 name=self._embedder.name, version=self._embedder.version, dim=self._embedder.dim
+            ),
+            scoring=ScoringInfo(
+                dense_weight=lexical.dense_weight,
+                lexical=LEXICAL_VERSION,
+                rerank_depth=max(request.k, RERANK_DEPTH),
             ),
         )
 
@@ -132,7 +151,13 @@ class ExpertSearch:
         )
         for revision_id, tag in session.execute(tag_rows):
             tags.setdefault(revision_id, set()).add(tag)
-        rows = session.execute(searchable.add_columns(RevisionEmbedding.vector))
+        rows = session.execute(
+            searchable.add_columns(
+                RevisionEmbedding.vector,
+                RevisionEmbedding.lexical,
+                RevisionEmbedding.lexical_version,
+            )
+        )
         return [
             ExpertRecord(
                 expert_id,
@@ -140,8 +165,9 @@ class ExpertSearch:
                 base_model,
                 peft_type,
                 frozenset(tags.get(revision_id, ())),
+                decode_lexical(lexical, lexical_version),
             )
-            for expert_id, revision_id, base_model, peft_type, vector in rows
+            for expert_id, revision_id, base_model, peft_type, vector, lexical, lexical_version in rows
         ]
 
 
@@ -193,6 +219,7 @@ def _hydrated(session: Session, hits: Sequence[Hit]) -> list[SearchResult]:
             SearchResult(
                 id=f"{expert.owner.name}/{expert.name}",
                 score=hit.score,
+                score_parts=ScoreParts(dense=hit.dense, lexical=hit.lexical),
                 rank=len(results) + 1,
                 revision=detail,
             )

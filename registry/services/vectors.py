@@ -2,11 +2,14 @@
 
 A vector belongs to the space of the embedder (name and version) that made it. Only vectors of the
 running embedder are searchable (see `search`); after the embedding model changes, `reembed`
-brings every live expert's latest revision into the new space, batch by batch.
+brings every live expert's latest revision into the new space, batch by batch. Each embedding also
+holds the lexical vector of the same texts (`retrieval.lexical`); one from another lexical recipe,
+or none, leaves the expert searchable with a lexical part of 0 until `reembed` replaces it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,19 +19,24 @@ from sqlalchemy.orm import Session, selectinload
 
 from registry.db.index_log import record_changes
 from registry.db.models import Expert, Revision, RevisionEmbedding
-from retrieval.embedder import TaskEmbedder
+from retrieval.embedder import TaskEmbedder, query_texts
+from retrieval.errors import RetrievalError
+from retrieval.lexical import LEXICAL_VERSION, LexicalEncoder, LexicalVector
 
 VECTOR_DTYPE = np.dtype("<f4")
+logger = logging.getLogger(__name__)
 REEMBED_BATCH = 256
+_LEXICAL = LexicalEncoder()
 
 
 @dataclass(frozen=True)
 class TaskEmbedding:
-    """A revision's task vector and the embedder that made it, ready to be stored with it."""
+    """A revision's task vectors and the recipes that made them, ready to be stored with it."""
 
     embedder: str
     embedder_version: str
     vector: np.ndarray
+    lexical: LexicalVector
 
     def row(self) -> RevisionEmbedding:
         """A new row for `Revision.embedding` (float32 bytes, so every backend stores the same)."""
@@ -38,6 +46,8 @@ class TaskEmbedding:
             embedder_version=self.embedder_version,
             dim=vector.size,
             vector=vector.tobytes(),
+            lexical=self.lexical.to_bytes(),
+            lexical_version=LEXICAL_VERSION,
         )
 
 
@@ -46,12 +56,34 @@ def embed_tasks(
 ) -> list[TaskEmbedding]:
     """One TaskEmbedding per `(task description, sample inputs)`, in one model pass."""
     vectors = embedder.embed_tasks(tasks)
-    return [TaskEmbedding(embedder.name, embedder.version, vector) for vector in vectors]
+    lexical = _LEXICAL.encode([embedder.task_texts(*task) for task in tasks])
+    return [
+        TaskEmbedding(embedder.name, embedder.version, vector, terms)
+        for vector, terms in zip(vectors, lexical, strict=True)
+    ]
+
+
+def lexical_query(query: str | None, examples: Sequence[str]) -> LexicalVector:
+    """The lexical vector of a search, made from the same texts as its dense vector."""
+    return _LEXICAL.encode([query_texts(query, examples)])[0]
 
 
 def decode_vector(data: bytes) -> np.ndarray:
     """The float32 vector stored by `TaskEmbedding.row`."""
     return np.frombuffer(data, dtype=VECTOR_DTYPE)
+
+
+def decode_lexical(data: bytes | None, version: str | None) -> LexicalVector | None:
+    """The stored lexical vector when it is of the running recipe and readable, else None."""
+    if data is None or version != LEXICAL_VERSION:
+        return None
+    try:
+        return LexicalVector.from_bytes(data)
+    except RetrievalError as exc:
+        logger.warning(
+            "an unreadable lexical vector is left out; its expert ranks on the dense part: %s", exc
+        )
+        return None
 
 
 def is_current(embedder: TaskEmbedder) -> ColumnElement[bool]:
@@ -68,7 +100,7 @@ class ReembedReport:
     """What `reembed` did, for the person who ran it."""
 
     embedded: int  # live experts whose latest revision got a new vector
-    current: int  # live experts whose vector was already from this embedder
+    current: int  # live experts whose vectors were already from this embedder and recipe
 
 
 def reembed(
@@ -78,7 +110,8 @@ def reembed(
     batch_size: int = REEMBED_BATCH,
     on_batch: Callable[[int], object] | None = None,
 ) -> ReembedReport:
-    """Embed, with `embedder`, each live expert's latest revision whose vector is missing or stale.
+    """Embed, with `embedder`, each live expert's latest revision whose vectors are missing or
+    stale (dense from another embedder, lexical from another recipe or none).
 
     Every batch commits with its index change, so API processes search the new vectors as they
     land, and an interrupted run resumes where it stopped. `on_batch` hears each batch's size.
@@ -94,7 +127,11 @@ def reembed(
         .options(selectinload(Revision.embedding))
         .where(
             Expert.deleted_at.is_(None),
-            or_(RevisionEmbedding.revision_id.is_(None), ~is_current(embedder)),
+            or_(
+                RevisionEmbedding.revision_id.is_(None),
+                ~is_current(embedder),
+                RevisionEmbedding.lexical_version.is_distinct_from(LEXICAL_VERSION),
+            ),
         )
         .order_by(Revision.expert_id)
         .limit(batch_size)

@@ -52,11 +52,30 @@ class EmbedderInfo(BaseModel):
     dim: int
 
 
+class ScoringInfo(BaseModel):
+    """How the scores were made: `score = dense_weight x dense + (1 - dense_weight) x lexical`."""
+
+    dense_weight: float = Field(description="0.25 for a query with examples, 0.5 for words only.")
+    lexical: str = Field(description="The lexical recipe (hashed character n-grams) and version.")
+    rerank_depth: int = Field(description="How many dense hits the fused score ranked again.")
+
+
+class ScoreParts(BaseModel):
+    """What one expert's score is made of, so a user can see why it ranked where it did."""
+
+    dense: FiniteFloat = Field(description="Cosine of the query's and the task's embeddings.")
+    lexical: FiniteFloat | None = Field(
+        description="Cosine of their character n-grams; null when the expert has no lexical "
+        "vector yet (stored before they existed: `compeft-hub reembed` adds it), counted as 0."
+    )
+
+
 class SearchResult(BaseModel):
     """One expert found, with its latest revision as `GET .../revisions/latest` shows it."""
 
     id: str
-    score: FiniteFloat = Field(description="Cosine similarity of the query and the expert's task.")
+    score: FiniteFloat = Field(description="The fused score that ranks: see `scoring`.")
+    score_parts: ScoreParts
     rank: int = Field(description="1 for the best match.")
     revision: RevisionDetail
 
@@ -66,3 +85,4 @@ class SearchResponse(BaseModel):
 
     results: list[SearchResult]
     embedder: EmbedderInfo
+    scoring: ScoringInfo
