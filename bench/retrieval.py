@@ -2,9 +2,12 @@
 
 Experts are generated task descriptions (framing x task x object x topic x detail, so no two are
 the same) embedded with the real TaskEmbedder; the embeddings are cached under bench/.cache/.
-A query is a generated request timed server-side from text to ranked expert ids: the query
-embedding plus the index search, as the search endpoint does it. Exact search (IndexFlatIP) runs
-in the same process on the same queries: it is the latency baseline and the truth for recall@10.
+A query is timed server-side from its texts to ranked expert ids: the query embedding, its
+lexical vector, the dense search and the fused re-ranking of the dense top 50, as the search
+endpoint does it. Two kinds of query (`bench/retrieval_corpus.py`): five inputs of a real task
+(the issue's latency goal) and generated words. Exact search (IndexFlatIP) runs in the same process
+on the same queries: the truth for recall@10 of the fused HNSW ranking. The in-process run also
+times today's dense-only HNSW search on the same index: the baseline of the lexical stage's cost.
 
     python -m bench.retrieval            # N = 10,000 and 100,000 (the first run embeds for minutes)
     python -m bench.retrieval --quick    # N = 2,000 in seconds; run by tests/test_bench_retrieval.py
@@ -15,8 +18,9 @@ path's blob put and SQL commit, with its precomputed task vector) into a fresh e
 each index is built from SQL as an API process builds it at start, and a query goes through
 `ExpertSearch.search`: counter check, query embedding, index search, hydration from SQL.
 
-The last line is one JSON object for the largest N: n, p50_ms, p99_ms (HNSW, the ANN index),
-recall_at_10, and context (the exact baseline, the query embedding alone, which backend).
+The last line is one JSON object for the largest N: n, p50_ms, p99_ms, recall_at_10 (5-input
+queries, fused HNSW), the same for word queries (words_*), and context (exact search, the
+dense-only baseline and its ratio, the query embedding alone, which backend).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
+from bench.retrieval_corpus import generate_descriptions, generate_input_queries, generate_queries
 from registry.db.engine import create_db_engine, create_session_factory
 from registry.db.models import User
 from registry.db.schema import upgrade_schema
@@ -47,12 +52,13 @@ from registry.services.accounts import create_user
 from registry.services.ingest import CompressedUpload, ReceivedUpload, compress_upload
 from registry.services.publish import publish_revision
 from registry.services.search import ExpertSearch
-from registry.services.vectors import TaskEmbedding
+from registry.services.vectors import TaskEmbedding, lexical_query, lexical_vectors
 from registry.settings import Settings
 from registry.wire.experts import UploadMetadata
 from registry.wire.search import SearchRequest
 from retrieval.embedder import TaskEmbedder
 from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.lexical import LexicalVector
 from retrieval.shard import IndexConfig
 from storage import BlobStore, open_blob_store
 
@@ -61,101 +67,58 @@ K = 10
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 EMBED_CHUNK = 4096
 
-FRAMINGS = (
-    "{Task} about {topic}{detail}.",
-    "Adapter trained to {task} about {topic}{detail}.",
-    "LoRA expert that can {task} on {topic}{detail}.",
-    "Fine-tuned to {task} covering {topic}{detail}.",
-)
-QUERY_FRAMINGS = (
-    "I need a model that can {task} about {topic}{detail}",
-    "{task} on {topic}",
-    "looking for an adapter to {task} covering {topic}",
-)
-TASKS = (
-    "summarise {obj}",
-    "classify the sentiment of {obj}",
-    "translate {obj} into French",
-    "translate {obj} into German",
-    "extract named entities from {obj}",
-    "answer questions about {obj}",
-    "detect toxic language in {obj}",
-    "write headlines for {obj}",
-    "correct the grammar of {obj}",
-    "paraphrase {obj}",
-    "classify the topic of {obj}",
-    "detect spam among {obj}",
-    "extract keywords from {obj}",
-    "generate replies to {obj}",
-    "rate the readability of {obj}",
-    "detect sarcasm in {obj}",
-    "find factual errors in {obj}",
-    "simplify {obj}",
-    "tag the intent of {obj}",
-    "summarise {obj} as bullet points",
-    "extract dates and places from {obj}",
-    "rewrite {obj} in a formal tone",
-    "detect the language of {obj}",
-    "score the relevance of {obj}",
-    "classify the urgency of {obj}",
-)
-OBJECTS = (
-    "news articles", "tweets", "customer emails", "scientific abstracts", "legal contracts",
-    "product reviews", "clinical notes", "forum posts", "movie reviews", "recipes",
-    "support tickets", "patent claims", "job postings", "financial reports", "song lyrics",
-    "restaurant reviews", "chat messages", "meeting transcripts", "textbook paragraphs",
-    "travel blogs",
-)  # fmt: skip
-TOPICS = (
-    "climate policy", "football", "cryptocurrency", "public health", "machine learning",
-    "elections", "space exploration", "real estate", "video games", "nutrition",
-    "renewable energy", "banking", "tourism", "education", "cybersecurity", "agriculture",
-    "fashion", "automobiles", "pharmaceuticals", "music festivals", "immigration",
-    "stock markets", "wildlife", "smartphones", "mental health", "aviation", "insurance",
-    "architecture", "basketball", "tennis", "chess", "cooking", "gardening", "parenting",
-    "retail", "shipping", "oil and gas", "semiconductors", "quantum computing", "taxation",
-    "labour law", "human rights", "urban planning", "public transport", "the film industry",
-    "photography", "astronomy", "genetics", "vaccines", "dentistry", "pets", "fitness",
-    "cycling", "hiking", "wine", "coffee", "e-commerce", "social media", "telecommunications",
-    "startups",
-)  # fmt: skip
-DETAILS = (
-    "", " in one sentence", " for a general audience", " for domain experts",
-    " with short answers", " in British English", " written by non-native speakers",
-    " from the last decade", " with noisy OCR text", " in a friendly tone", " for a mobile app",
-    " at scale",
-)  # fmt: skip
 PEFT_TYPES = ("LORA", "IA3")
+Query = tuple[str | None, tuple[str, ...]]  # the words, the inputs
 
 
 class SearchBackend(Protocol):
-    """Where the bench's experts live and how a query text becomes ranked expert ids."""
+    """Where the bench's experts live and how a query becomes ranked expert ids."""
 
-    def insert(self, descriptions: Sequence[str], vectors: np.ndarray) -> None:
+    def insert(
+        self, descriptions: Sequence[str], vectors: np.ndarray, lexical: Sequence[LexicalVector]
+    ) -> None:
         """Store experts 0..len-1 with these descriptions and precomputed task vectors."""
 
-    def search(self, query: str, k: int) -> list[int]:
-        """Expert ids for a query text, best first, including the query embedding."""
+    def search(self, query: Query, k: int) -> list[int]:
+        """Expert ids for a query, best first, including the query's embedding and hashing."""
+
+    def dense_only(self) -> SearchBackend | None:
+        """The same experts searched without the lexical stage, where the backend can."""
 
 
 @dataclass
 class InProcessBackend:
-    """An ExpertIndex in this process; a query is embedded, then searched."""
+    """An ExpertIndex in this process; a query is embedded and hashed, then searched."""
 
     embedder: TaskEmbedder
     index: ExpertIndex
+    fused: bool = True
 
-    def insert(self, descriptions: Sequence[str], vectors: np.ndarray) -> None:
+    def insert(
+        self, descriptions: Sequence[str], vectors: np.ndarray, lexical: Sequence[LexicalVector]
+    ) -> None:
         self.index.update(
             upserts=[
-                ExpertRecord(expert_id, vector, BASE_MODEL, PEFT_TYPES[expert_id % 2])
+                ExpertRecord(
+                    expert_id,
+                    vector,
+                    BASE_MODEL,
+                    PEFT_TYPES[expert_id % 2],
+                    lexical=lexical[expert_id],
+                )
                 for expert_id, vector in enumerate(vectors)
             ]
         )
 
-    def search(self, query: str, k: int) -> list[int]:
-        vector = self.embedder.embed_query(query)
-        return [hit.expert_id for hit in self.index.search(vector, BASE_MODEL, k)]
+    def search(self, query: Query, k: int) -> list[int]:
+        words, inputs = query
+        vector = self.embedder.embed_query(words, inputs)
+        stage = lexical_query(words, inputs) if self.fused else None
+        hits = self.index.search(vector, BASE_MODEL, k, lexical=stage)
+        return [hit.expert_id for hit in hits]
+
+    def dense_only(self) -> SearchBackend:
+        return dataclasses.replace(self, fused=False)
 
 
 BackendFactory = Callable[[TaskEmbedder, IndexConfig], SearchBackend]
@@ -190,7 +153,11 @@ class RegistryDatabase:
         return RegistryBackend(self, ExpertSearch(self.sessions, embedder, config))
 
     def publish(
-        self, descriptions: Sequence[str], vectors: np.ndarray, embedder: TaskEmbedder
+        self,
+        descriptions: Sequence[str],
+        vectors: np.ndarray,
+        lexical: Sequence[LexicalVector],
+        embedder: TaskEmbedder,
     ) -> None:
         """Commit experts `published..len(descriptions)-1`, one upload transaction each."""
         started, first = time.perf_counter(), self._published
@@ -206,7 +173,9 @@ class RegistryDatabase:
                     expert_id=ExpertId(REGISTRY_OWNER, f"e{number}"),
                     owner=owner,
                     upload=dataclasses.replace(self._upload, metadata=metadata),
-                    embedding=TaskEmbedding(embedder.name, embedder.version, vectors[number]),
+                    embedding=TaskEmbedding(
+                        embedder.name, embedder.version, vectors[number], lexical[number]
+                    ),
                 )
         self._published = len(descriptions)
         elapsed = time.perf_counter() - started
@@ -249,17 +218,23 @@ class RegistryBackend:
     database: RegistryDatabase
     service: ExpertSearch
 
-    def insert(self, descriptions: Sequence[str], vectors: np.ndarray) -> None:
-        self.database.publish(descriptions, vectors, self.service.embedder)
+    def insert(
+        self, descriptions: Sequence[str], vectors: np.ndarray, lexical: Sequence[LexicalVector]
+    ) -> None:
+        self.database.publish(descriptions, vectors, lexical, self.service.embedder)
         rebuild_s = _timed(self.service.rebuild)
         kind = self.service.index.kind(BASE_MODEL)
         print(f"{kind} index of {len(descriptions):,} experts built from SQL in {rebuild_s:.1f} s")
 
-    def search(self, query: str, k: int) -> list[int]:
-        request = SearchRequest(query=query, base_model=BASE_MODEL, k=k)
+    def search(self, query: Query, k: int) -> list[int]:
+        words, inputs = query
+        request = SearchRequest(query=words, examples=list(inputs), base_model=BASE_MODEL, k=k)
         with self.database.sessions() as session:
             results = self.service.search(session, request).results
         return [int(result.id.rsplit("/e", 1)[1]) for result in results]
+
+    def dense_only(self) -> None:
+        """The registry's search always fuses; the in-process run measures the baseline."""
 
 
 @dataclass(frozen=True)
@@ -274,46 +249,23 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class KindResult:
+    """One kind of query at one size: fused exact and HNSW, and the dense-only HNSW baseline."""
+
+    exact: Latency
+    ann: Latency
+    recall_at_10: float  # fused HNSW top-10 against fused exact top-10
+    dense_only: Latency | None
+
+
+@dataclass(frozen=True)
 class SizeResult:
     n: int
     default_kind: str
     exact_insert_s: float
     ann_insert_s: float
-    exact: Latency
-    ann: Latency
-    recall_at_10: float
+    kinds: dict[str, KindResult]  # "inputs", "words"
     cpu_pressure: float | None
-
-
-def generate_descriptions(n: int, seed: int = 0) -> list[str]:
-    """n distinct task descriptions; the first m of n are the descriptions for m (nested sets)."""
-    sizes = (len(FRAMINGS), len(TASKS), len(OBJECTS), len(TOPICS), len(DETAILS))
-    codes = np.random.default_rng(seed).choice(int(np.prod(sizes)), size=n, replace=False)
-    descriptions = []
-    for framing, task, obj, topic, detail in zip(*np.unravel_index(codes, sizes), strict=True):
-        task_text = TASKS[task].format(obj=OBJECTS[obj])
-        descriptions.append(
-            FRAMINGS[framing].format(
-                Task=task_text[0].upper() + task_text[1:],
-                task=task_text,
-                topic=TOPICS[topic],
-                detail=DETAILS[detail],
-            )
-        )
-    return descriptions
-
-
-def generate_queries(n: int, seed: int = 1) -> list[str]:
-    """n request texts in the words a user might type (not copies of any description)."""
-    rng = np.random.default_rng(seed)
-    return [
-        QUERY_FRAMINGS[rng.integers(len(QUERY_FRAMINGS))].format(
-            task=TASKS[rng.integers(len(TASKS))].format(obj=OBJECTS[rng.integers(len(OBJECTS))]),
-            topic=TOPICS[rng.integers(len(TOPICS))],
-            detail=DETAILS[rng.integers(len(DETAILS))],
-        )
-        for _ in range(n)
-    ]
 
 
 def embed_descriptions(
@@ -347,37 +299,46 @@ def embed_descriptions(
 def measure_size(
     make_backend: BackendFactory,
     embedder: TaskEmbedder,
-    descriptions: Sequence[str],
-    vectors: np.ndarray,
-    queries: Sequence[str],
+    experts: tuple[Sequence[str], np.ndarray, Sequence[LexicalVector]],
+    queries: dict[str, Sequence[Query]],
 ) -> SizeResult:
     """Latency of exact and HNSW backends on the same queries, and HNSW's recall@10 vs exact."""
-    exact_backend = make_backend(embedder, IndexConfig(ann_threshold=len(descriptions) + 1))
+    n = len(experts[0])
+    exact_backend = make_backend(embedder, IndexConfig(ann_threshold=n + 1))
     ann_backend = make_backend(embedder, IndexConfig(ann_threshold=1))
-    exact_insert_s = _timed(lambda: exact_backend.insert(descriptions, vectors))
-    ann_insert_s = _timed(lambda: ann_backend.insert(descriptions, vectors))
-    for query in queries[:5]:  # warm caches and lazy paths before timing
-        exact_backend.search(query, K)
-        ann_backend.search(query, K)
-    exact_s, ann_s, overlaps = [], [], []
+    exact_insert_s = _timed(lambda: exact_backend.insert(*experts))
+    ann_insert_s = _timed(lambda: ann_backend.insert(*experts))
+    baseline = ann_backend.dense_only()
     pressure = CpuPressure.start()
-    for query in queries:  # interleaved, so load from other processes hits both alike
-        started = time.perf_counter()
-        truth = exact_backend.search(query, K)
-        exact_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        found = ann_backend.search(query, K)
-        ann_s.append(time.perf_counter() - started)
-        overlaps.append(len(set(truth) & set(found)) / len(truth))
-    default_kind = "hnsw" if len(descriptions) >= IndexConfig().ann_threshold else "exact"
+    kinds = {}
+    for kind, kind_queries in queries.items():
+        for query in kind_queries[:5]:  # warm caches and lazy paths before timing
+            exact_backend.search(query, K)
+            ann_backend.search(query, K)
+        exact_s, ann_s, dense_s, overlaps = [], [], [], []
+        for query in kind_queries:  # interleaved, so load from other processes hits all alike
+            started = time.perf_counter()
+            truth = exact_backend.search(query, K)
+            exact_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            found = ann_backend.search(query, K)
+            ann_s.append(time.perf_counter() - started)
+            overlaps.append(len(set(truth) & set(found)) / len(truth))
+            if baseline is not None:
+                dense_s.append(_timed(lambda q=query: baseline.search(q, K)))
+        kinds[kind] = KindResult(
+            exact=Latency.of(exact_s),
+            ann=Latency.of(ann_s),
+            recall_at_10=float(np.mean(overlaps)),
+            dense_only=Latency.of(dense_s) if dense_s else None,
+        )
+    default_kind = "hnsw" if n >= IndexConfig().ann_threshold else "exact"
     return SizeResult(
-        n=len(descriptions),
+        n=n,
         default_kind=default_kind,
         exact_insert_s=exact_insert_s,
         ann_insert_s=ann_insert_s,
-        exact=Latency.of(exact_s),
-        ann=Latency.of(ann_s),
-        recall_at_10=float(np.mean(overlaps)),
+        kinds=kinds,
         cpu_pressure=pressure.share(),
     )
 
@@ -420,13 +381,19 @@ def _timed(action: Callable[[], None]) -> float:
 def report(result: SizeResult) -> None:
     print(f"N={result.n:,} (default config serves this size with {result.default_kind} search)")
     print(f"  insert: exact {result.exact_insert_s:.1f} s, hnsw {result.ann_insert_s:.1f} s")
-    for name, latency in (("exact", result.exact), ("hnsw", result.ann)):
-        print(f"  {name:5} query p50 {latency.p50_ms:6.2f} ms  p99 {latency.p99_ms:6.2f} ms")
-    print(
-        f"  hnsw/exact: p50 x{result.ann.p50_ms / result.exact.p50_ms:.2f}, "
-        f"p99 x{result.ann.p99_ms / result.exact.p99_ms:.2f}; "
-        f"recall@10 vs exact {result.recall_at_10:.4f}"
-    )
+    for kind, figures in result.kinds.items():
+        print(f"  {kind} queries (fused dense + lexical):")
+        timed = [("exact", figures.exact), ("hnsw", figures.ann)]
+        if figures.dense_only is not None:
+            timed.append(("hnsw, dense only (baseline)", figures.dense_only))
+        for name, latency in timed:
+            print(f"    {name:27} p50 {latency.p50_ms:6.2f} ms  p99 {latency.p99_ms:6.2f} ms")
+        ratio = (
+            ""
+            if figures.dense_only is None
+            else f"fused/dense-only p50 x{figures.ann.p50_ms / figures.dense_only.p50_ms:.2f}; "
+        )
+        print(f"    {ratio}recall@10 of fused hnsw vs fused exact {figures.recall_at_10:.4f}")
     if result.cpu_pressure is not None:
         print(f"  CPU pressure: some task waited for a CPU {result.cpu_pressure:.0%} of the time")
 
@@ -466,38 +433,49 @@ def _run(
     embedder = TaskEmbedder()
     descriptions = generate_descriptions(max(sizes))
     vectors = embed_descriptions(embedder, descriptions, CACHE_DIR if cache else None)
-    queries = generate_queries(query_count)
-    embed_s = []
-    for query in queries:
-        embed_s.append(_timed(lambda q=query: embedder.embed_query(q)))
-    embed_latency = Latency.of(embed_s)
-    print(
-        f"query embedding alone: p50 {embed_latency.p50_ms:.2f} ms  p99 {embed_latency.p99_ms:.2f} ms"
-    )
+    started = time.perf_counter()
+    lexical = lexical_vectors(embedder, [(text, ()) for text in descriptions])
+    print(f"hashed {len(descriptions):,} descriptions in {time.perf_counter() - started:.1f} s")
+    queries: dict[str, Sequence[Query]] = {
+        "inputs": [(None, group) for group in generate_input_queries(query_count)],
+        "words": [(text, ()) for text in generate_queries(query_count)],
+    }
+    embed_latency = {
+        kind: Latency.of([_timed(lambda q=q: embedder.embed_query(*q)) for q in kind_queries])
+        for kind, kind_queries in queries.items()
+    }
+    for kind, latency in embed_latency.items():
+        print(
+            f"{kind} query embedding alone: p50 {latency.p50_ms:.2f} ms  p99 {latency.p99_ms:.2f} ms"
+        )
     results = []
     for n in sizes:
-        results.append(measure_size(make_backend, embedder, descriptions[:n], vectors[:n], queries))
+        experts = (descriptions[:n], vectors[:n], lexical[:n])
+        results.append(measure_size(make_backend, embedder, experts, queries))
         report(results[-1])
     largest = results[-1]
     pressure = largest.cpu_pressure
-    print(
-        json.dumps(
-            {
-                "n": largest.n,
-                "p50_ms": round(largest.ann.p50_ms, 3),
-                "p99_ms": round(largest.ann.p99_ms, 3),
-                "recall_at_10": round(largest.recall_at_10, 4),
-                "index": "hnsw",
-                "default_index_at_n": largest.default_kind,
-                "exact_p50_ms": round(largest.exact.p50_ms, 3),
-                "exact_p99_ms": round(largest.exact.p99_ms, 3),
-                "embed_p50_ms": round(embed_latency.p50_ms, 3),
-                "cpu_pressure": None if pressure is None else round(pressure, 3),
-                "queries": len(queries),
-                "backend": backend_name,
-            }
-        )
-    )
+    summary: dict[str, object] = {"n": largest.n}
+    for kind, figures in largest.kinds.items():
+        prefix = "" if kind == "inputs" else f"{kind}_"
+        summary |= {
+            f"{prefix}p50_ms": round(figures.ann.p50_ms, 3),
+            f"{prefix}p99_ms": round(figures.ann.p99_ms, 3),
+            f"{prefix}recall_at_10": round(figures.recall_at_10, 4),
+            f"{prefix}exact_p50_ms": round(figures.exact.p50_ms, 3),
+            f"{prefix}dense_only_p50_ms": (
+                None if figures.dense_only is None else round(figures.dense_only.p50_ms, 3)
+            ),
+            f"{prefix}embed_p50_ms": round(embed_latency[kind].p50_ms, 3),
+        }
+    summary |= {
+        "index": "hnsw",
+        "default_index_at_n": largest.default_kind,
+        "cpu_pressure": None if pressure is None else round(pressure, 3),
+        "queries": query_count,
+        "backend": backend_name,
+    }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ scores every card for every query (exact search: this compares scoring, not inde
   (nothing to refit as experts arrive: what an index can store per expert at upload);
 - `dense+tfidf`, `dense+hashed`: w x dense + (1 - w) x lexical, w chosen on the tuning part for
   each query kind (inputs, words);
-- `rerank50`: `dense+hashed` over the dense top-50 only (a second stage over the first's hits).
+- `rerank50`: `dense+hashed` over the dense top-50 only (a second stage over the first's hits);
+- `hub`: what the hub ships, through its own code: `ExpertIndex` searched with the lexical
+  vectors the upload path stores (at most 1,024 terms, float16) and the fixed dense weights of
+  `retrieval.lexical`, which were chosen on the tuning part.
 The fusion weights are chosen on the tuning part; the held-out part is reported with them.
 
     python -m bench.retrieval_methods          # the whole set, ~2 minutes on 2 cores
@@ -34,7 +37,10 @@ from sklearn.preprocessing import normalize
 
 from bench.retrieval_set import PARTS, SetTask, load_set
 from bench.retrieval_word_queries import WORD_QUERIES
+from registry.services.vectors import lexical_query, lexical_vectors
 from retrieval.embedder import TaskEmbedder
+from retrieval.index import ExpertIndex, ExpertRecord
+from retrieval.lexical import LexicalVector
 
 NGRAMS = (1, 3)
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -48,6 +54,7 @@ class Queries:
 
     kind: str  # "inputs" or "words"
     texts: list[str]
+    searches: list[tuple[str | None, tuple[str, ...]]]  # as a client sends them: words, inputs
     dense: np.ndarray
     owners: np.ndarray
     parts: np.ndarray
@@ -78,33 +85,38 @@ def card_text(task: SetTask) -> str:
 
 def build_queries(embedder: TaskEmbedder, tasks: Sequence[SetTask]) -> list[Queries]:
     """The set's input queries and word queries, embedded as the hub embeds a search."""
-    groups = [(owner, group) for owner, task in enumerate(tasks) for group in task.queries()]
-    worded = [
-        (owner, WORD_QUERIES[t.name]) for owner, t in enumerate(tasks) if t.name in WORD_QUERIES
+    inputs = [
+        (owner, (None, group)) for owner, task in enumerate(tasks) for group in task.queries()
+    ]
+    words = [
+        (owner, (WORD_QUERIES[task.name], ()))
+        for owner, task in enumerate(tasks)
+        if task.name in WORD_QUERIES
     ]
     return [
-        _queries(
-            "inputs",
-            [owner for owner, _ in groups],
-            ["\n".join(group) for _, group in groups],
-            embedder.embed_queries([(None, list(group)) for _, group in groups]),
-            tasks,
-        ),
-        _queries(
-            "words",
-            [owner for owner, _ in worded],
-            [text for _, text in worded],
-            embedder.embed_queries([(text, ()) for _, text in worded]),
-            tasks,
-        ),
+        _queries(embedder, kind, found, tasks)
+        for kind, found in (("inputs", inputs), ("words", words))
     ]
 
 
 def _queries(
-    kind: str, owners: list[int], texts: list[str], dense: np.ndarray, tasks: Sequence[SetTask]
+    embedder: TaskEmbedder,
+    kind: str,
+    found: list[tuple[int, tuple[str | None, tuple[str, ...]]]],
+    tasks: Sequence[SetTask],
 ) -> Queries:
-    parts = np.array([tasks[owner].part for owner in owners])
-    return Queries(kind, texts, dense, np.array(owners), parts)
+    owners = np.array([owner for owner, _ in found])
+    searches = [search for _, search in found]
+    return Queries(
+        kind,
+        texts=[
+            "\n".join([*([] if words is None else [words]), *group]) for words, group in searches
+        ],
+        searches=searches,
+        dense=embedder.embed_queries([(words, list(group)) for words, group in searches]),
+        owners=owners,
+        parts=np.array([tasks[owner].part for owner in owners]),
+    )
 
 
 def tfidf_scores(cards: Sequence[str], queries: Sequence[str]) -> np.ndarray:
@@ -126,13 +138,41 @@ def hashed_scores(cards: Sequence[str], queries: Sequence[str]) -> np.ndarray:
     return (vectors(queries) @ vectors(cards).T).toarray()
 
 
-def accuracy(scores: np.ndarray, owners: np.ndarray) -> Accuracy:
-    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+def hub_ranking(
+    cards: np.ndarray, lexical: Sequence[LexicalVector], queries: Queries
+) -> np.ndarray:
+    """Each query's three best cards as the hub's index ranks them (fused second stage)."""
+    index = ExpertIndex(cards.shape[1])
+    index.update(
+        upserts=[
+            ExpertRecord(
+                number, card, "set", "LORA", lexical=LexicalVector.from_bytes(terms.to_bytes())
+            )
+            for number, (card, terms) in enumerate(zip(cards, lexical, strict=True))
+        ]
+    )
+    return np.array(
+        [
+            [
+                hit.expert_id
+                for hit in index.search(vector, "set", 3, lexical=lexical_query(words, group))
+            ]
+            for vector, (words, group) in zip(queries.dense, queries.searches, strict=True)
+        ]
+    )
+
+
+def ranked_accuracy(ranked: np.ndarray, owners: np.ndarray) -> Accuracy:
+    """Top-1 and top-3 of rankings: each row holds a query's best card indices, best first."""
     return Accuracy(
         top1=float(np.mean(ranked[:, 0] == owners)),
-        top3=float(np.mean((ranked == owners[:, None]).any(axis=1))),
+        top3=float(np.mean((ranked[:, :3] == owners[:, None]).any(axis=1))),
         queries=len(owners),
     )
+
+
+def accuracy(scores: np.ndarray, owners: np.ndarray) -> Accuracy:
+    return ranked_accuracy(np.argsort(-scores, axis=1, kind="stable")[:, :3], owners)
 
 
 def tuned_weight(dense: np.ndarray, lexical: np.ndarray, queries: Queries) -> float:
@@ -158,7 +198,9 @@ def within_dense_top(scores: np.ndarray, dense: np.ndarray, depth: int) -> np.nd
 
 def evaluate(embedder: TaskEmbedder, tasks: Sequence[SetTask]) -> dict[str, KindResult]:
     """Every method on every query kind ("inputs", "words"), per part of the set."""
-    cards = embedder.embed_tasks([(task.description, task.card_inputs) for task in tasks])
+    card_tasks = [(task.description, task.card_inputs) for task in tasks]
+    cards = embedder.embed_tasks(card_tasks)
+    card_lexical = lexical_vectors(embedder, card_tasks)
     texts = [card_text(task) for task in tasks]
     results = {}
     for queries in build_queries(embedder, tasks):
@@ -174,10 +216,16 @@ def evaluate(embedder: TaskEmbedder, tasks: Sequence[SetTask]) -> dict[str, Kind
             methods[f"dense+{name}"] = (weight * dense + (1 - weight) * scores, weight)
         fused, weight = methods["dense+hashed"]
         methods[f"rerank{RERANK_DEPTH}"] = (within_dense_top(fused, dense, RERANK_DEPTH), weight)
+        ranked = {
+            name: (np.argsort(-scores, axis=1, kind="stable")[:, :3], weight)
+            for name, (scores, weight) in methods.items()
+        }
+        hub_weight = lexical_query(*queries.searches[0]).dense_weight
+        ranked["hub"] = (hub_ranking(cards, card_lexical, queries), hub_weight)
         results[queries.kind] = KindResult(
             methods={
-                name: MethodResult(_per_part(scores, queries), weight)
-                for name, (scores, weight) in methods.items()
+                name: MethodResult(_per_part(top, queries), weight)
+                for name, (top, weight) in ranked.items()
             },
             dense_recall=recall_at(dense, queries.owners, RERANK_DEPTH),
         )
@@ -189,9 +237,9 @@ def recall_at(scores: np.ndarray, owners: np.ndarray, depth: int) -> float:
     return float(np.mean((top == owners[:, None]).any(axis=1)))
 
 
-def _per_part(scores: np.ndarray, queries: Queries) -> dict[str, Accuracy]:
+def _per_part(ranked: np.ndarray, queries: Queries) -> dict[str, Accuracy]:
     return {
-        part: accuracy(scores[queries.parts == part], queries.owners[queries.parts == part])
+        part: ranked_accuracy(ranked[queries.parts == part], queries.owners[queries.parts == part])
         for part in PARTS
     }
 

@@ -38,6 +38,10 @@ class IndexConfig:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
+    # A search for k hits widens efSearch to this many times k (up to hnsw_max_ef_search): the
+    # fused search asks the graph for its top 50, and at 100,000 experts efSearch 128 found only
+    # 0.946 of the exact top 50 for five-input queries, 512 found 0.998 (+1.1 ms).
+    hnsw_ef_per_hit: int = 10
     # The largest efSearch a selective filter may raise the search to.
     hnsw_max_ef_search: int = 1024
     # Filtered candidate sets up to this size are scored exactly, without the ANN graph.
@@ -175,7 +179,10 @@ class BaseModelShard:
     def _index_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Hit]:
         """FAISS search restricted to the `allowed` slots (all slots when None)."""
         bitmap = None
-        ef_search = max(self._config.hnsw_ef_search, k)
+        config = self._config
+        ef_search = max(
+            config.hnsw_ef_search, min(config.hnsw_ef_per_hit * k, config.hnsw_max_ef_search), k
+        )
         if allowed is not None:
             allowed_count = int(np.count_nonzero(allowed))
             if allowed_count == 0:

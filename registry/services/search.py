@@ -35,7 +35,7 @@ from registry.wire.search import (
 from retrieval.embedder import TaskEmbedder
 from retrieval.errors import UnknownBaseModelError
 from retrieval.index import ExpertIndex, ExpertRecord
-from retrieval.lexical import LEXICAL_VERSION, RERANK_DEPTH, LexicalQuery, dense_weight_for
+from retrieval.lexical import LEXICAL_VERSION, RERANK_DEPTH
 from retrieval.shard import Hit, IndexConfig
 from retrieval.sync import ChangeSet, IndexSync
 
@@ -92,9 +92,7 @@ class ExpertSearch:
         self._sync.refresh_if_stale(version)
         index = self._sync.index
         _check_base_model(index, request.base_model)
-        lexical = LexicalQuery(
-            lexical_query(request.query, request.examples), dense_weight_for(request.examples)
-        )
+        lexical = lexical_query(request.query, request.examples)
         hits = index.search(
             self._embedder.embed_query(request.query, request.examples),
             request.base_model,

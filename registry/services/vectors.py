@@ -21,7 +21,13 @@ from registry.db.index_log import record_changes
 from registry.db.models import Expert, Revision, RevisionEmbedding
 from retrieval.embedder import TaskEmbedder, query_texts
 from retrieval.errors import RetrievalError
-from retrieval.lexical import LEXICAL_VERSION, LexicalEncoder, LexicalVector
+from retrieval.lexical import (
+    LEXICAL_VERSION,
+    LexicalEncoder,
+    LexicalQuery,
+    LexicalVector,
+    dense_weight_for,
+)
 
 VECTOR_DTYPE = np.dtype("<f4")
 logger = logging.getLogger(__name__)
@@ -56,16 +62,24 @@ def embed_tasks(
 ) -> list[TaskEmbedding]:
     """One TaskEmbedding per `(task description, sample inputs)`, in one model pass."""
     vectors = embedder.embed_tasks(tasks)
-    lexical = _LEXICAL.encode([embedder.task_texts(*task) for task in tasks])
     return [
         TaskEmbedding(embedder.name, embedder.version, vector, terms)
-        for vector, terms in zip(vectors, lexical, strict=True)
+        for vector, terms in zip(vectors, lexical_vectors(embedder, tasks), strict=True)
     ]
 
 
-def lexical_query(query: str | None, examples: Sequence[str]) -> LexicalVector:
-    """The lexical vector of a search, made from the same texts as its dense vector."""
-    return _LEXICAL.encode([query_texts(query, examples)])[0]
+def lexical_vectors(
+    embedder: TaskEmbedder, tasks: Sequence[tuple[str, Sequence[str]]]
+) -> list[LexicalVector]:
+    """The lexical vectors of tasks, hashed from the texts `embedder` pools into their vectors."""
+    return _LEXICAL.encode([embedder.task_texts(*task) for task in tasks])
+
+
+def lexical_query(query: str | None, examples: Sequence[str]) -> LexicalQuery:
+    """The lexical stage of a search: the vector of the texts its dense vector pools, and the
+    dense weight tuned for its kind (with inputs, or words only)."""
+    [vector] = _LEXICAL.encode([query_texts(query, examples)])
+    return LexicalQuery(vector, dense_weight_for(examples))
 
 
 def decode_vector(data: bytes) -> np.ndarray:
