@@ -35,16 +35,16 @@ from scipy.sparse import csr_matrix
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from bench.retrieval import Query
 from bench.retrieval_set import PARTS, SetTask, load_set
 from bench.retrieval_word_queries import WORD_QUERIES
 from registry.services.vectors import lexical_query, lexical_vectors
 from retrieval.embedder import TaskEmbedder
 from retrieval.index import ExpertIndex, ExpertRecord
-from retrieval.lexical import LexicalVector
+from retrieval.lexical import RERANK_DEPTH, LexicalVector
 
 NGRAMS = (1, 3)
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
-RERANK_DEPTH = 50
 QUICK_TASKS = 40
 
 
@@ -54,7 +54,7 @@ class Queries:
 
     kind: str  # "inputs" or "words"
     texts: list[str]
-    searches: list[tuple[str | None, tuple[str, ...]]]  # as a client sends them: words, inputs
+    searches: list[Query]  # as a client sends them: words, inputs
     dense: np.ndarray
     owners: np.ndarray
     parts: np.ndarray
@@ -102,7 +102,7 @@ def build_queries(embedder: TaskEmbedder, tasks: Sequence[SetTask]) -> list[Quer
 def _queries(
     embedder: TaskEmbedder,
     kind: str,
-    found: list[tuple[int, tuple[str | None, tuple[str, ...]]]],
+    found: list[tuple[int, Query]],
     tasks: Sequence[SetTask],
 ) -> Queries:
     owners = np.array([owner for owner, _ in found])

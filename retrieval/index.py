@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from retrieval.errors import RetrievalError, UnknownBaseModelError
-from retrieval.lexical import RERANK_DEPTH, LexicalQuery, LexicalVector, lexical_scores
+from retrieval.lexical import LexicalQuery, LexicalVector, lexical_scores, rerank_depth
 from retrieval.limits import MAX_K
 from retrieval.shard import BaseModelShard, ExpertAttributes, Hit, IndexConfig
 
@@ -161,7 +161,7 @@ class ExpertIndex:
         query = _unit_rows([vector], self._dim)[0]
         with self._lock:
             shard = self._shard(base_model)
-            depth = int(k) if lexical is None else max(int(k), RERANK_DEPTH)
+            depth = int(k) if lexical is None else rerank_depth(int(k))
             hits = shard.search(query, depth, peft_type, frozenset(tags), frozenset(exclude))
             if lexical is None:
                 return hits

@@ -43,6 +43,12 @@ DENSE_WEIGHT_WORDS_ONLY = 0.5
 # candidate's card at query time would cost ~2 ms per candidate, so vectors are kept in the index.
 RERANK_DEPTH = 50
 
+
+def rerank_depth(k: int) -> int:
+    """How many dense hits a search for k experts re-scores."""
+    return max(k, RERANK_DEPTH)
+
+
 _INDEX_DTYPE = np.dtype("<u4")
 _VALUE_DTYPE = np.dtype("<f2")
 _TERM_BYTES = _INDEX_DTYPE.itemsize + _VALUE_DTYPE.itemsize

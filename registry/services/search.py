@@ -35,7 +35,7 @@ from registry.wire.search import (
 from retrieval.embedder import TaskEmbedder
 from retrieval.errors import UnknownBaseModelError
 from retrieval.index import ExpertIndex, ExpertRecord
-from retrieval.lexical import LEXICAL_VERSION, RERANK_DEPTH
+from retrieval.lexical import LEXICAL_VERSION, rerank_depth
 from retrieval.shard import Hit, IndexConfig
 from retrieval.sync import ChangeSet, IndexSync
 
@@ -110,7 +110,7 @@ class ExpertSearch:
             scoring=ScoringInfo(
                 dense_weight=lexical.dense_weight,
                 lexical=LEXICAL_VERSION,
-                rerank_depth=max(request.k, RERANK_DEPTH),
+                rerank_depth=rerank_depth(request.k),
             ),
         )
 
