@@ -2,12 +2,13 @@
 
 Experts are generated task descriptions (framing x task x object x topic x detail, so no two are
 the same) embedded with the real TaskEmbedder; the embeddings are cached under bench/.cache/.
+Each card is a description only, so its description vector (the second stage's) is its task vector.
 A query is timed server-side from its texts to ranked expert ids: the query embedding, its
 lexical vector, the dense search and the fused re-ranking of the dense top 50, as the search
 endpoint does it. Two kinds of query (`bench/retrieval_corpus.py`): five inputs of a real task
 (the issue's latency goal) and generated words. Exact search (IndexFlatIP) runs in the same process
 on the same queries: the truth for recall@10 of the fused HNSW ranking. The in-process run also
-times today's dense-only HNSW search on the same index: the baseline of the lexical stage's cost.
+times today's dense-only HNSW search on the same index: the baseline of the second stage's cost.
 
     python -m bench.retrieval            # N = 10,000 and 100,000 (the first run embeds for minutes)
     python -m bench.retrieval --quick    # N = 2,000 in seconds; run by tests/test_bench_retrieval.py
@@ -52,7 +53,7 @@ from registry.services.accounts import create_user
 from registry.services.ingest import CompressedUpload, ReceivedUpload, compress_upload
 from registry.services.publish import publish_revision
 from registry.services.search import ExpertSearch
-from registry.services.vectors import TaskEmbedding, lexical_query, lexical_vectors
+from registry.services.vectors import TaskEmbedding, lexical_vectors, second_stage
 from registry.settings import Settings
 from registry.wire.experts import UploadMetadata
 from registry.wire.search import SearchRequest
@@ -83,7 +84,7 @@ class SearchBackend(Protocol):
         """Expert ids for a query, best first, including the query's embedding and hashing."""
 
     def dense_only(self) -> SearchBackend | None:
-        """The same experts searched without the lexical stage, where the backend can."""
+        """The same experts searched without the second stage, where the backend can."""
 
 
 @dataclass
@@ -105,6 +106,7 @@ class InProcessBackend:
                     BASE_MODEL,
                     PEFT_TYPES[expert_id % 2],
                     lexical=lexical[expert_id],
+                    description=vector,  # a card of a description only: the same vector
                 )
                 for expert_id, vector in enumerate(vectors)
             ]
@@ -113,8 +115,8 @@ class InProcessBackend:
     def search(self, query: Query, k: int) -> list[int]:
         words, inputs = query
         vector = self.embedder.embed_query(words, inputs)
-        stage = lexical_query(words, inputs) if self.fused else None
-        hits = self.index.search(vector, BASE_MODEL, k, lexical=stage)
+        stage = second_stage(words, inputs) if self.fused else None
+        hits = self.index.search(vector, BASE_MODEL, k, second_stage=stage)
         return [hit.expert_id for hit in hits]
 
     def dense_only(self) -> SearchBackend:
@@ -174,7 +176,11 @@ class RegistryDatabase:
                     owner=owner,
                     upload=dataclasses.replace(self._upload, metadata=metadata),
                     embedding=TaskEmbedding(
-                        embedder.name, embedder.version, vectors[number], lexical[number]
+                        embedder.name,
+                        embedder.version,
+                        vectors[number],
+                        lexical[number],
+                        description=vectors[number],  # a card of a description only
                     ),
                 )
         self._published = len(descriptions)
@@ -382,7 +388,7 @@ def report(result: SizeResult) -> None:
     print(f"N={result.n:,} (default config serves this size with {result.default_kind} search)")
     print(f"  insert: exact {result.exact_insert_s:.1f} s, hnsw {result.ann_insert_s:.1f} s")
     for kind, figures in result.kinds.items():
-        print(f"  {kind} queries (fused dense + lexical):")
+        print(f"  {kind} queries (fused: dense, description, lexical):")
         timed = [("exact", figures.exact), ("hnsw", figures.ann)]
         if figures.dense_only is not None:
             timed.append(("hnsw, dense only (baseline)", figures.dense_only))

@@ -3,8 +3,10 @@
 Every task of the set is one expert card (description + sample inputs); queries are five unseen
 inputs of a task, or the words a person would type (`bench/retrieval_word_queries.py`). A method
 scores every card for every query (exact search: this compares scoring, not index structures):
-- `dense`: the hub's recipe today, LoraRetriever's: one mean-pooled MiniLM vector per card and
-  per query, cosine;
+- `dense`: LoraRetriever's recipe, the hub's first stage: one mean-pooled MiniLM vector per card
+  and per query, cosine;
+- `description`: the query's vector against the embedding of the card's description alone;
+- `dense+description`: w x dense + (1 - w) x description, w chosen on the tuning part;
 - `tfidf`: scikit-learn's TfidfVectorizer over character n-grams (1-3, within word bounds,
   sublinear tf), fitted on the cards, cosine;
 - `hashed`: the same n-grams with sublinear tf through HashingVectorizer, no corpus statistics
@@ -12,9 +14,9 @@ scores every card for every query (exact search: this compares scoring, not inde
 - `dense+tfidf`, `dense+hashed`: w x dense + (1 - w) x lexical, w chosen on the tuning part for
   each query kind (inputs, words);
 - `rerank50`: `dense+hashed` over the dense top-50 only (a second stage over the first's hits);
-- `hub`: what the hub ships, through its own code: `ExpertIndex` searched with the lexical
-  vectors the upload path stores (at most 1,024 terms, float16) and the fixed dense weights of
-  `retrieval.lexical`, which were chosen on the tuning part.
+- `hub`: what the hub ships, through its own code: `ExpertIndex` searched with the description
+  and lexical vectors the upload path stores (lexical: at most 1,024 terms, float16) and the
+  fixed weights of `retrieval.fusion` (dense/description/lexical), chosen on the tuning part.
 The fusion weights are chosen on the tuning part; the held-out part is reported with them.
 
     python -m bench.retrieval_methods          # the whole set, ~2 minutes on 2 cores
@@ -38,10 +40,11 @@ from sklearn.preprocessing import normalize
 from bench.retrieval import Query
 from bench.retrieval_set import PARTS, SetTask, load_set
 from bench.retrieval_word_queries import WORD_QUERIES
-from registry.services.vectors import lexical_query, lexical_vectors
-from retrieval.embedder import TaskEmbedder
+from registry.services.vectors import lexical_vectors, second_stage
+from retrieval.embedder import CardVectors, TaskEmbedder
+from retrieval.fusion import RERANK_DEPTH
 from retrieval.index import ExpertIndex, ExpertRecord
-from retrieval.lexical import RERANK_DEPTH, LexicalVector
+from retrieval.lexical import LexicalVector
 
 NGRAMS = (1, 3)
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -70,7 +73,7 @@ class Accuracy:
 @dataclass(frozen=True)
 class MethodResult:
     parts: dict[str, Accuracy]  # "tuning" and "heldout"
-    weight: float | None  # the dense weight of a fused method, chosen on the tuning part
+    weights: str  # a fused method's weights (the dense one first), "" for a single score
 
 
 @dataclass(frozen=True)
@@ -139,23 +142,30 @@ def hashed_scores(cards: Sequence[str], queries: Sequence[str]) -> np.ndarray:
 
 
 def hub_ranking(
-    cards: np.ndarray, lexical: Sequence[LexicalVector], queries: Queries
+    cards: CardVectors, lexical: Sequence[LexicalVector], queries: Queries
 ) -> np.ndarray:
     """Each query's three best cards as the hub's index ranks them (fused second stage)."""
-    index = ExpertIndex(cards.shape[1])
+    index = ExpertIndex(cards.tasks.shape[1])
     index.update(
         upserts=[
             ExpertRecord(
-                number, card, "set", "LORA", lexical=LexicalVector.from_bytes(terms.to_bytes())
+                number,
+                card,
+                "set",
+                "LORA",
+                lexical=LexicalVector.from_bytes(terms.to_bytes()),
+                description=description,
             )
-            for number, (card, terms) in enumerate(zip(cards, lexical, strict=True))
+            for number, (card, terms, description) in enumerate(
+                zip(cards.tasks, lexical, cards.descriptions, strict=True)
+            )
         ]
     )
     return np.array(
         [
             [
                 hit.expert_id
-                for hit in index.search(vector, "set", 3, lexical=lexical_query(words, group))
+                for hit in index.search(vector, "set", 3, second_stage=second_stage(words, group))
             ]
             for vector, (words, group) in zip(queries.dense, queries.searches, strict=True)
         ]
@@ -199,33 +209,40 @@ def within_dense_top(scores: np.ndarray, dense: np.ndarray, depth: int) -> np.nd
 def evaluate(embedder: TaskEmbedder, tasks: Sequence[SetTask]) -> dict[str, KindResult]:
     """Every method on every query kind ("inputs", "words"), per part of the set."""
     card_tasks = [(task.description, task.card_inputs) for task in tasks]
-    cards = embedder.embed_tasks(card_tasks)
+    cards = embedder.embed_cards(card_tasks)
     card_lexical = lexical_vectors(embedder, card_tasks)
     texts = [card_text(task) for task in tasks]
     results = {}
     for queries in build_queries(embedder, tasks):
-        dense = queries.dense @ cards.T
-        lexical = {
+        dense = queries.dense @ cards.tasks.T
+        single = {
+            "description": queries.dense @ cards.descriptions.T,
             "tfidf": tfidf_scores(texts, queries.texts),
             "hashed": hashed_scores(texts, queries.texts),
         }
-        methods: dict[str, tuple[np.ndarray, float | None]] = {"dense": (dense, None)}
-        for name, scores in lexical.items():
-            methods[name] = (scores, None)
+        methods: dict[str, tuple[np.ndarray, str]] = {"dense": (dense, "")}
+        for name, scores in single.items():
+            methods[name] = (scores, "")
             weight = tuned_weight(dense, scores, queries)
-            methods[f"dense+{name}"] = (weight * dense + (1 - weight) * scores, weight)
-        fused, weight = methods["dense+hashed"]
-        methods[f"rerank{RERANK_DEPTH}"] = (within_dense_top(fused, dense, RERANK_DEPTH), weight)
+            methods[f"dense+{name}"] = (weight * dense + (1 - weight) * scores, f"{weight:g}")
+        fused, weight_text = methods["dense+hashed"]
+        methods[f"rerank{RERANK_DEPTH}"] = (
+            within_dense_top(fused, dense, RERANK_DEPTH),
+            weight_text,
+        )
         ranked = {
-            name: (np.argsort(-scores, axis=1, kind="stable")[:, :3], weight)
-            for name, (scores, weight) in methods.items()
+            name: (np.argsort(-scores, axis=1, kind="stable")[:, :3], weights)
+            for name, (scores, weights) in methods.items()
         }
-        hub_weight = lexical_query(*queries.searches[0]).dense_weight
-        ranked["hub"] = (hub_ranking(cards, card_lexical, queries), hub_weight)
+        hub = second_stage(*queries.searches[0]).weights
+        ranked["hub"] = (
+            hub_ranking(cards, card_lexical, queries),
+            f"{hub.dense:g}/{hub.description:g}/{hub.lexical:g}",
+        )
         results[queries.kind] = KindResult(
             methods={
-                name: MethodResult(_per_part(top, queries), weight)
-                for name, (top, weight) in ranked.items()
+                name: MethodResult(_per_part(top, queries), weights)
+                for name, (top, weights) in ranked.items()
             },
             dense_recall=recall_at(dense, queries.owners, RERANK_DEPTH),
         )
@@ -256,13 +273,13 @@ def report(tasks: Sequence[SetTask], results: dict[str, KindResult]) -> dict[str
     print(f"{len(tasks)} tasks: {counts['tuning']} tuning, {counts['heldout']} held out")
     summary: dict[str, float] = {"tasks": len(tasks)}
     for kind, result in results.items():
-        print(f"\n{kind} queries          tuning top-1/top-3   held-out top-1/top-3   w")
+        print(f"\n{kind} queries            tuning top-1/top-3   held-out top-1/top-3   weights")
         for name, method in result.methods.items():
             tuning, heldout = method.parts["tuning"], method.parts["heldout"]
             print(
-                f"  {name:16} {tuning.top1:6.3f} {tuning.top3:6.3f} ({tuning.queries:3})"
+                f"  {name:18} {tuning.top1:6.3f} {tuning.top3:6.3f} ({tuning.queries:3})"
                 f"    {heldout.top1:6.3f} {heldout.top3:6.3f} ({heldout.queries:3})"
-                f"    {'' if method.weight is None else method.weight}"
+                f"    {method.weights}"
             )
             for part, figures in method.parts.items():
                 summary[f"{kind}_{name}_{part}_top1"] = round(figures.top1, 4)

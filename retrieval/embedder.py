@@ -3,7 +3,9 @@
 An expert's task embedding is the L2-normalised mean of the normalised embeddings of its task
 description and its first `max_samples` sample inputs (the LoraRetriever recipe, with the
 description counted as one more input). A query (a task description, example inputs, or both) is
-embedded the same way, so task and query vectors live in one cosine space.
+embedded the same way, so task and query vectors live in one cosine space. The embedding of the
+description alone comes out of the same model pass (`embed_cards`): a query in words is scored
+against it too (`retrieval.fusion`).
 """
 
 from __future__ import annotations
@@ -109,9 +111,18 @@ class TaskEmbedder:
         Blank texts are skipped and only the first `max_samples` sample inputs count. Raises
         RetrievalError for a task with no text at all.
         """
-        return self._pooled(
-            [self.task_texts(description, samples) for description, samples in tasks]
-        )
+        return self.embed_cards(tasks).tasks
+
+    def embed_cards(self, tasks: Sequence[tuple[str, Sequence[str]]]) -> CardVectors:
+        """Task vectors and description vectors of many experts, in one model pass (the
+        description is one of the texts a task vector pools). A card with a blank description
+        is described by its task vector."""
+        groups = [self.task_texts(description, samples) for description, samples in tasks]
+        embeddings = self.embed_texts([text for group in groups for text in group])
+        pooled, starts = _pooled(embeddings, groups)
+        described = np.array([bool(description.strip()) for description, _ in tasks], dtype=bool)
+        descriptions = np.where(described[:, None], embeddings[starts], pooled)
+        return CardVectors(tasks=pooled, descriptions=descriptions.astype(np.float32))
 
     def embed_query(self, query: str | None, examples: Sequence[str] = ()) -> np.ndarray:
         """The search vector for a query text and/or example inputs; see `embed_queries`."""
@@ -123,7 +134,8 @@ class TaskEmbedder:
         Queries come from clients, so they are checked: an empty query, a blank example, more than
         MAX_QUERY_EXAMPLES examples or a text over MAX_QUERY_CHARS raise RetrievalError.
         """
-        return self._pooled([query_texts(query, examples) for query, examples in queries])
+        groups = [query_texts(query, examples) for query, examples in queries]
+        return _pooled(self.embed_texts([text for group in groups for text in group]), groups)[0]
 
     def task_texts(self, description: str, samples: Sequence[str]) -> list[str]:
         """The texts a task vector pools (and its lexical vector hashes): blanks left out."""
@@ -133,14 +145,25 @@ class TaskEmbedder:
             raise RetrievalError("a task needs a description or at least one sample input")
         return kept
 
-    def _pooled(self, groups: Sequence[Sequence[str]]) -> np.ndarray:
-        """Normalised mean of each group's normalised text embeddings; groups are non-empty."""
-        if not groups:
-            return np.empty((0, self.dim), dtype=np.float32)
-        embeddings = self.embed_texts([text for group in groups for text in group])
-        starts = np.cumsum([0, *(len(group) for group in groups[:-1])])
-        sums = np.add.reduceat(embeddings, starts, axis=0)
-        return sums / np.linalg.norm(sums, axis=1, keepdims=True)
+
+@dataclass(frozen=True)
+class CardVectors:
+    """What `embed_cards` makes of n expert cards: two (n, dim) arrays of unit float32 rows."""
+
+    tasks: np.ndarray  # the pooled task vectors, searched by the index
+    descriptions: np.ndarray  # each description's own embedding
+
+
+def _pooled(
+    embeddings: np.ndarray, groups: Sequence[Sequence[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised mean of each group's rows of `embeddings` (the groups' texts, in order; groups
+    are non-empty), and the row where each group starts."""
+    starts = np.cumsum([0, *(len(group) for group in groups[:-1])]).astype(np.int64)
+    if not groups:
+        return embeddings, starts[:0]
+    sums = np.add.reduceat(embeddings, starts, axis=0)
+    return sums / np.linalg.norm(sums, axis=1, keepdims=True), starts
 
 
 def query_texts(query: str | None, examples: Sequence[str]) -> list[str]:

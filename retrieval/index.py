@@ -5,9 +5,9 @@ model gets its own shard and the query's base model picks it: filtering by base 
 nothing. PEFT-type and tag filters are applied inside the shard (see `retrieval.shard`).
 The index is a cache of the registry's SQL rows; `retrieval.sync` keeps it in step.
 
-A search may carry a lexical query (`retrieval.lexical`): the dense stage's best hits are then
-re-scored with the experts' lexical vectors, which the index keeps beside the FAISS shards, and
-ranked by the fused score.
+A search may carry a second stage (`retrieval.fusion`): the dense stage's best hits are then
+re-scored with the experts' description and lexical vectors, which the index keeps beside the
+FAISS shards, and ranked by the fused score.
 """
 
 from __future__ import annotations
@@ -16,14 +16,18 @@ import threading
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from retrieval.errors import RetrievalError, UnknownBaseModelError
-from retrieval.lexical import LexicalQuery, LexicalVector, lexical_scores, rerank_depth
+from retrieval.fusion import SecondStage, rerank_depth, reranked
+from retrieval.lexical import LexicalVector
 from retrieval.limits import MAX_K
 from retrieval.shard import BaseModelShard, ExpertAttributes, Hit, IndexConfig
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class ExpertRecord:
     peft_type: str
     tags: Collection[str] = field(default_factory=frozenset)
     lexical: LexicalVector | None = None
+    description: ArrayLike | None = None  # the embedding of the card's description alone
 
 
 class ExpertIndex:
@@ -51,6 +56,7 @@ class ExpertIndex:
         self._shards: dict[str, BaseModelShard] = {}
         self._base_model_of: dict[int, str] = {}
         self._lexical: dict[int, LexicalVector] = {}
+        self._descriptions: dict[int, np.ndarray] = {}
         # Searches and writes exclude each other; writes also exclude each other for as long as a
         # rebuild takes, while searches keep reading the old shards.
         self._lock = threading.Lock()
@@ -101,6 +107,14 @@ class ExpertIndex:
         """
         records = list({record.expert_id: record for record in upserts}.values())
         vectors = _unit_rows([record.vector for record in records], self._dim)
+        described = [record for record in records if record.description is not None]
+        descriptions = dict(
+            zip(
+                (record.expert_id for record in described),
+                _unit_rows([record.description for record in described], self._dim),
+                strict=True,
+            )
+        )
         with self._write_lock, self._lock:
             upserted = {record.expert_id for record in records}
             moved = [
@@ -124,10 +138,8 @@ class ExpertIndex:
                 )
                 self._base_model_of.update((record.expert_id, base_model) for record in batch)
             for record in records:
-                if record.lexical is None:
-                    self._lexical.pop(record.expert_id, None)
-                else:
-                    self._lexical[record.expert_id] = record.lexical
+                _put(self._lexical, record.expert_id, record.lexical)
+                _put(self._descriptions, record.expert_id, descriptions.get(record.expert_id))
 
     def rebuild(self, records: Iterable[ExpertRecord]) -> None:
         """Replace the whole content with `records`; searches see the old content meanwhile."""
@@ -136,7 +148,7 @@ class ExpertIndex:
             fresh.update(upserts=records)
             with self._lock:
                 self._shards, self._base_model_of = fresh._shards, fresh._base_model_of
-                self._lexical = fresh._lexical
+                self._lexical, self._descriptions = fresh._lexical, fresh._descriptions
 
     def search(
         self,
@@ -146,13 +158,14 @@ class ExpertIndex:
         peft_type: str | None = None,
         tags: Collection[str] = (),
         exclude: Collection[int] = (),
-        lexical: LexicalQuery | None = None,
+        second_stage: SecondStage | None = None,
     ) -> list[Hit]:
         """The k experts of `base_model` most similar to `vector`, best first.
 
         Only experts with the given PEFT type (when given) and all the given tags are returned;
-        ids in `exclude` never are. Fewer than k hits come back when fewer match. With `lexical`,
-        the dense stage's best max(k, RERANK_DEPTH) are ranked again by the fused score.
+        ids in `exclude` never are. Fewer than k hits come back when fewer match. With a
+        `second_stage`, the dense stage's best max(k, RERANK_DEPTH) are ranked again by the fused
+        score.
         """
         if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= MAX_K:
             raise RetrievalError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
@@ -161,12 +174,13 @@ class ExpertIndex:
         query = _unit_rows([vector], self._dim)[0]
         with self._lock:
             shard = self._shard(base_model)
-            depth = int(k) if lexical is None else rerank_depth(int(k))
+            depth = int(k) if second_stage is None else rerank_depth(int(k))
             hits = shard.search(query, depth, peft_type, frozenset(tags), frozenset(exclude))
-            if lexical is None:
+            if second_stage is None:
                 return hits
-            vectors = [self._lexical.get(hit.expert_id) for hit in hits]
-        return _reranked(hits, vectors, lexical)[: int(k)]
+            descriptions = [self._descriptions.get(hit.expert_id) for hit in hits]
+            lexical = [self._lexical.get(hit.expert_id) for hit in hits]
+        return reranked(hits, query, descriptions, lexical, second_stage)[: int(k)]
 
     def _shard(self, base_model: str) -> BaseModelShard:
         shard = self._shards.get(base_model)
@@ -179,6 +193,7 @@ class ExpertIndex:
         for expert_id in expert_ids:
             base_model = self._base_model_of.pop(expert_id, None)
             self._lexical.pop(expert_id, None)
+            self._descriptions.pop(expert_id, None)
             if base_model is not None:
                 ids_by_base_model.setdefault(base_model, []).append(expert_id)
         for base_model, ids in ids_by_base_model.items():
@@ -188,21 +203,12 @@ class ExpertIndex:
                 del self._shards[base_model]
 
 
-def _reranked(
-    hits: Sequence[Hit], vectors: Sequence[LexicalVector | None], query: LexicalQuery
-) -> list[Hit]:
-    """The hits ranked by fused score; ties keep the dense order (the sort is stable)."""
-    scores = lexical_scores(query.vector, vectors)
-    fused = [
-        Hit(
-            hit.expert_id,
-            query.fused(hit.dense, float(score)),
-            hit.dense,
-            None if vector is None else float(score),
-        )
-        for hit, vector, score in zip(hits, vectors, scores, strict=True)
-    ]
-    return sorted(fused, key=lambda hit: -hit.score)
+def _put(vectors: dict[int, V], expert_id: int, vector: V | None) -> None:
+    """Keep `vector` as the expert's, or forget the expert's old one when it has none now."""
+    if vector is None:
+        vectors.pop(expert_id, None)
+    else:
+        vectors[expert_id] = vector
 
 
 def _unit_rows(vectors: Sequence[ArrayLike], dim: int) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 The dense MiniLM vector of a card blurs what tells close tasks apart: the script (simplified or
 traditional Chinese), the names a party's speeches use, a news outlet's house words. Character
-1-3-grams within word bounds catch those, and fused with the dense score they lift top-1 on the
-hard real-task set from 0.56 to 0.72 (tuning part; `bench/retrieval_methods.py`, docs/retrieval.md).
+1-3-grams within word bounds catch those, and fused with the dense score (`retrieval.fusion`) they
+lift top-1 of input queries on the hard real-task set from 0.56 to 0.72 (tuning part;
+`bench/retrieval_methods.py`, docs/retrieval.md).
 
 The n-grams are hashed (scikit-learn's HashingVectorizer), not counted against a fitted vocabulary:
 a vector computed at upload then never goes stale as other experts arrive, which TF-IDF's corpus
@@ -32,22 +33,6 @@ LEXICAL_VERSION = f"char_wb{NGRAM_RANGE[0]}-{NGRAM_RANGE[1]}.hash20.log1p.top{MA
 # Each text is cut to this many characters before hashing, as before embedding: hashing runs at
 # about 1 MB/s, so this bounds the work a single upload can ask for.
 LEXICAL_TEXT_CHARS = 4000
-
-# The fused score is w x dense + (1 - w) x lexical with the dense weight w chosen on the tuning
-# part of the real-task set (`bench/retrieval_methods.py`): a query with inputs leans on their
-# n-grams, a query in words (few n-grams, much paraphrase) on the dense model.
-DENSE_WEIGHT_WITH_INPUTS = 0.25
-DENSE_WEIGHT_WORDS_ONLY = 0.5
-# The lexical stage re-scores the dense stage's best RERANK_DEPTH hits (or k, when larger): on the
-# real-task set the right expert is in the dense top 50 for every query, and hashing each
-# candidate's card at query time would cost ~2 ms per candidate, so vectors are kept in the index.
-RERANK_DEPTH = 50
-
-
-def rerank_depth(k: int) -> int:
-    """How many dense hits a search for k experts re-scores."""
-    return max(k, RERANK_DEPTH)
-
 
 _INDEX_DTYPE = np.dtype("<u4")
 _VALUE_DTYPE = np.dtype("<f2")
@@ -85,22 +70,6 @@ class LexicalVector:
         if not np.all(np.isfinite(values)):
             raise RetrievalError("a lexical vector holds a non-finite value")
         return cls(indices.astype(np.uint32), values.astype(np.float32))
-
-
-@dataclass(frozen=True)
-class LexicalQuery:
-    """The lexical stage of one search: the query's vector and the weight left to the dense score."""
-
-    vector: LexicalVector
-    dense_weight: float
-
-    def fused(self, dense: float, lexical: float) -> float:
-        return self.dense_weight * dense + (1.0 - self.dense_weight) * lexical
-
-
-def dense_weight_for(examples: Sequence[str]) -> float:
-    """The tuned dense weight of a query: with inputs, or in words only."""
-    return DENSE_WEIGHT_WITH_INPUTS if examples else DENSE_WEIGHT_WORDS_ONLY
 
 
 class LexicalEncoder:

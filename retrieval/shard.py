@@ -51,16 +51,18 @@ class IndexConfig:
 
 
 class Hit(NamedTuple):
-    """One expert found: `score` ranks it, `dense` and `lexical` are the parts it was fused from.
+    """One expert found: `score` ranks it; `dense`, `lexical` and `description` are the parts it
+    was fused from (`retrieval.fusion`).
 
-    `lexical` is None where no lexical stage scored the expert (a dense-only search, or an expert
-    stored before lexical vectors existed: `compeft-hub reembed` gives it one).
+    A part is None where no second stage scored the expert (a dense-only search) or the expert
+    has no vector for it (stored before such vectors existed: `compeft-hub reembed` adds them).
     """
 
     expert_id: int
     score: float
     dense: float
     lexical: float | None = None
+    description: float | None = None
 
 
 @dataclass(frozen=True)

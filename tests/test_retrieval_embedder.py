@@ -57,6 +57,18 @@ def test_task_vector_is_the_normalised_mean_of_description_and_samples(embedder)
     np.testing.assert_allclose(embedder.embed_task(description, samples), expected, atol=1e-5)
 
 
+def test_card_vectors_are_the_task_vectors_and_each_descriptions_own_embedding(embedder):
+    blank = ("  ", ["Where is the station?", "Two coffees, please."])
+    cards = embedder.embed_cards([SUMMARISATION, blank, SENTIMENT])
+    np.testing.assert_allclose(
+        cards.tasks, embedder.embed_tasks([SUMMARISATION, blank, SENTIMENT]), atol=1e-5
+    )
+    descriptions = embedder.embed_texts([SUMMARISATION[0], SENTIMENT[0]])
+    np.testing.assert_allclose(cards.descriptions[[0, 2]], descriptions, atol=1e-5)
+    np.testing.assert_allclose(cards.descriptions[1], cards.tasks[1], atol=1e-6)
+    assert cards.descriptions.dtype == np.float32
+
+
 def test_only_the_first_max_samples_sample_inputs_count(embedder):
     description, samples = SUMMARISATION
     capped = TaskEmbedder(max_samples=2)

@@ -1,4 +1,4 @@
-"""Lexical vectors (hashed character n-grams) and the index's fused second stage."""
+"""Lexical vectors (hashed character n-grams): the formula, truncation, bytes and scores."""
 
 from __future__ import annotations
 
@@ -9,19 +9,14 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
 from retrieval.errors import RetrievalError
-from retrieval.index import ExpertIndex, ExpertRecord
 from retrieval.lexical import (
     HASH_FEATURES,
     MAX_TERMS,
-    RERANK_DEPTH,
     LexicalEncoder,
-    LexicalQuery,
     LexicalVector,
     lexical_scores,
 )
 
-DIM = 16
-BASE = "base-a"
 ENCODER = LexicalEncoder()
 
 
@@ -109,80 +104,3 @@ def test_scores_equal_the_sparse_dot_product_and_zero_for_missing_vectors() -> N
     np.testing.assert_allclose(scores[:-1], expected, atol=1e-6)
     assert scores[-1] == 0.0
     assert np.all(lexical_scores(LexicalVector(np.empty(0, np.uint32), np.empty(0)), cards) == 0)
-
-
-def unit_rows(count: int, seed: int) -> np.ndarray:
-    rows = np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-CARD_TEXTS = [
-    f"expert {i} handles " + " ".join(f"w{(i * 7 + j) % 97}" for j in range(12)) for i in range(120)
-]
-
-
-def lexical_index(count: int) -> tuple[ExpertIndex, np.ndarray, list[LexicalVector]]:
-    vectors = unit_rows(count, seed=1)
-    lexical = ENCODER.encode([[text] for text in CARD_TEXTS[:count]])
-    index = ExpertIndex(DIM)
-    index.update(
-        upserts=[
-            ExpertRecord(i, vectors[i], BASE, "LORA", lexical=lexical[i]) for i in range(count)
-        ]
-    )
-    return index, vectors, lexical
-
-
-def test_the_fused_stage_ranks_the_dense_top_hits_by_the_weighted_sum() -> None:
-    index, vectors, lexical = lexical_index(120)
-    query_dense = unit_rows(1, seed=2)[0]
-    query = LexicalQuery(encode(CARD_TEXTS[3]), dense_weight=0.25)
-    hits = index.search(query_dense, BASE, k=10, lexical=query)
-    dense = vectors @ query_dense
-    pool = np.argsort(-dense, kind="stable")[:RERANK_DEPTH]
-    fused = 0.25 * dense[pool] + 0.75 * lexical_scores(query.vector, [lexical[i] for i in pool])
-    expected = [int(pool[i]) for i in np.argsort(-fused, kind="stable")[:10]]
-    assert [hit.expert_id for hit in hits] == expected
-    for hit in hits:
-        [lexical_part] = lexical_scores(query.vector, [lexical[hit.expert_id]])
-        assert hit.dense == pytest.approx(float(dense[hit.expert_id]), abs=1e-5)
-        assert hit.lexical == pytest.approx(lexical_part, abs=1e-6)
-        assert hit.score == pytest.approx(0.25 * hit.dense + 0.75 * hit.lexical, abs=1e-6)
-
-
-def test_an_expert_outside_the_rerank_depth_is_not_lifted_in() -> None:
-    """Only the dense stage's best max(k, RERANK_DEPTH) are re-scored, as the hub documents."""
-    index, vectors, _ = lexical_index(120)
-    far = int(np.argsort(-(vectors @ vectors[0]), kind="stable")[80])  # dense rank 81
-    query = LexicalQuery(encode(CARD_TEXTS[far]), dense_weight=0.25)
-    shallow = index.search(vectors[0], BASE, k=10, lexical=query)
-    assert far not in [hit.expert_id for hit in shallow]
-    deep = index.search(vectors[0], BASE, k=100, lexical=query)
-    assert far in [hit.expert_id for hit in deep[:10]]
-
-
-def test_lexical_vectors_follow_upserts_removes_and_rebuilds() -> None:
-    index, vectors, lexical = lexical_index(60)
-    query = LexicalQuery(encode(CARD_TEXTS[5]), dense_weight=0.5)
-
-    def parts_of(expert_id: int) -> float | None:
-        hits = index.search(vectors[5], BASE, k=60, lexical=query)
-        return next(hit.lexical for hit in hits if hit.expert_id == expert_id)
-
-    assert parts_of(5) == pytest.approx(1.0, abs=1e-6)
-    index.add(5, vectors[5], BASE, "LORA")  # a new row without a lexical vector
-    assert parts_of(5) is None
-    index.update(upserts=[ExpertRecord(5, vectors[5], BASE, "LORA", lexical=lexical[5])])
-    index.rebuild(
-        [ExpertRecord(i, vectors[i], BASE, "LORA", lexical=lexical[i]) for i in range(60)]
-    )
-    assert parts_of(5) == pytest.approx(1.0, abs=1e-6)
-    index.remove(5)
-    index.add(5, vectors[5], "base-b", "LORA")
-    assert index.search(vectors[5], "base-b", k=1, lexical=query)[0].lexical is None
-
-
-def test_a_dense_only_search_reports_its_score_as_the_dense_part() -> None:
-    index, vectors, _ = lexical_index(30)
-    for hit in index.search(vectors[0], BASE, k=5):
-        assert hit.dense == hit.score and hit.lexical is None

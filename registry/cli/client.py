@@ -176,12 +176,13 @@ def search(
         "#",
         "expert",
         "score",
-        "dense/lex",
+        "dense/desc/lex",
         "type",
         "tags",
         "task",
         title=f"experts for {base_model}",
-        caption="score: the dense (embedding) and lexical (n-gram) cosines fused; -: none yet",
+        caption="score: the task's, the description's (embeddings) and the n-grams' cosines "
+        "fused; -: none yet",
     )
     table.columns[1].no_wrap = True
     for hit in hits:
@@ -190,7 +191,7 @@ def search(
             str(hit.rank),
             f"{hit.id}@{revision.revision}",
             f"{hit.score:.3f}",
-            f"{parts.dense:.2f}/{'-' if parts.lexical is None else format(parts.lexical, '.2f')}",
+            "/".join(_part(part) for part in (parts.dense, parts.description, parts.lexical)),
             revision.peft_type,
             ", ".join(revision.tags),
             revision.task_description,
@@ -217,3 +218,8 @@ def register(app: typer.Typer) -> None:
     """Add the client commands to the `compeft-hub` app."""
     for command in (upload, pull, export, search, merge, compose, whoami):
         app.command()(command)
+
+
+def _part(score: float | None) -> str:
+    """One part of a hit's score, two decimals; `-` where the expert has no vector for it yet."""
+    return "-" if score is None else f"{score:.2f}"

@@ -300,9 +300,9 @@ def reembed() -> None:
 
     Run it after the model changes (or after upgrading from a schema without embeddings): until
     then, experts embedded by another model are left out of search. It also gives lexical (n-gram)
-    vectors to experts stored before they existed, which until then rank on their dense score
-    alone. Commits batch by batch, so
-    it can be interrupted and run again; running servers pick up each batch as it lands.
+    and description vectors to experts stored before they existed, which until then rank without
+    those parts. Commits batch by batch, so it can be interrupted and run again; running servers
+    pick up each batch as it lands.
     """
     from tqdm import tqdm
 

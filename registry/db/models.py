@@ -279,7 +279,9 @@ class RevisionEmbedding(Base):
     A table of its own because revisions are immutable while embeddings are replaced by
     `compeft-hub reembed` when the embedder changes. `vector` holds `dim` little-endian float32s;
     `lexical` the hashed n-grams of the same texts (`retrieval.lexical`, NULL for rows made before
-    lexical vectors existed), in the recipe `lexical_version` names.
+    lexical vectors existed), in the recipe `lexical_version` names; `description_vector` the
+    embedding of the task description alone, `dim` float32s from the same embedder (NULL for rows
+    made before such vectors existed).
     """
 
     __tablename__ = "revision_embeddings"
@@ -293,6 +295,7 @@ class RevisionEmbedding(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     lexical: Mapped[bytes | None] = mapped_column(LargeBinary)
     lexical_version: Mapped[str | None] = mapped_column(String(EMBEDDER_LENGTH))
+    description_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class IndexState(Base):

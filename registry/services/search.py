@@ -5,8 +5,8 @@ counter). Before every search it reads the counter, one primary-key SELECT, and 
 it has not seen, so a change committed through any process is found by the next search on every
 process. An expert is searchable while it is live, its latest revision names a base model and has
 an embedding from the running embedder; experts embedded by another model wait for `reembed`.
-The index ranks the dense stage's best hits again by a fused dense + lexical score
-(`retrieval.lexical`); each result says what its score is made of.
+The index ranks the dense stage's best hits again by a fused score of dense, description and
+lexical parts (`retrieval.fusion`); each result says what its score is made of.
 """
 
 from __future__ import annotations
@@ -23,10 +23,17 @@ from registry.errors import CorruptRecordError
 from registry.ids import ExpertId
 from registry.services.answers import revision_detail
 from registry.services.catalog import live_experts_with_latest
-from registry.services.vectors import decode_lexical, decode_vector, is_current, lexical_query
+from registry.services.vectors import (
+    decode_description,
+    decode_lexical,
+    decode_vector,
+    is_current,
+    second_stage,
+)
 from registry.wire.search import (
     EmbedderInfo,
     ScoreParts,
+    ScoreWeights,
     ScoringInfo,
     SearchRequest,
     SearchResponse,
@@ -34,8 +41,9 @@ from registry.wire.search import (
 )
 from retrieval.embedder import TaskEmbedder
 from retrieval.errors import UnknownBaseModelError
+from retrieval.fusion import rerank_depth
 from retrieval.index import ExpertIndex, ExpertRecord
-from retrieval.lexical import LEXICAL_VERSION, rerank_depth
+from retrieval.lexical import LEXICAL_VERSION
 from retrieval.shard import Hit, IndexConfig
 from retrieval.sync import ChangeSet, IndexSync
 
@@ -92,7 +100,7 @@ class ExpertSearch:
         self._sync.refresh_if_stale(version)
         index = self._sync.index
         _check_base_model(index, request.base_model)
-        lexical = lexical_query(request.query, request.examples)
+        stage = second_stage(request.query, request.examples)
         hits = index.search(
             self._embedder.embed_query(request.query, request.examples),
             request.base_model,
@@ -100,7 +108,7 @@ class ExpertSearch:
             peft_type=request.peft_type,
             tags=request.tags,
             exclude=excluded,
-            lexical=lexical,
+            second_stage=stage,
         )
         return SearchResponse(
             results=_hydrated(session, hits),
@@ -108,7 +116,7 @@ class ExpertSearch:
                 name=self._embedder.name, version=self._embedder.version, dim=self._embedder.dim
             ),
             scoring=ScoringInfo(
-                dense_weight=lexical.dense_weight,
+                weights=ScoreWeights.model_validate(stage.weights, from_attributes=True),
                 lexical=LEXICAL_VERSION,
                 rerank_depth=rerank_depth(request.k),
             ),
@@ -154,8 +162,10 @@ class ExpertSearch:
                 RevisionEmbedding.vector,
                 RevisionEmbedding.lexical,
                 RevisionEmbedding.lexical_version,
+                RevisionEmbedding.description_vector,
             )
         )
+        dim = self._embedder.dim
         return [
             ExpertRecord(
                 expert_id,
@@ -164,8 +174,18 @@ class ExpertSearch:
                 peft_type,
                 frozenset(tags.get(revision_id, ())),
                 decode_lexical(lexical, lexical_version),
+                decode_description(description, dim),
             )
-            for expert_id, revision_id, base_model, peft_type, vector, lexical, lexical_version in rows
+            for (
+                expert_id,
+                revision_id,
+                base_model,
+                peft_type,
+                vector,
+                lexical,
+                lexical_version,
+                description,
+            ) in rows
         ]
 
 
@@ -217,7 +237,9 @@ def _hydrated(session: Session, hits: Sequence[Hit]) -> list[SearchResult]:
             SearchResult(
                 id=f"{expert.owner.name}/{expert.name}",
                 score=hit.score,
-                score_parts=ScoreParts(dense=hit.dense, lexical=hit.lexical),
+                score_parts=ScoreParts(
+                    dense=hit.dense, description=hit.description, lexical=hit.lexical
+                ),
                 rank=len(results) + 1,
                 revision=detail,
             )

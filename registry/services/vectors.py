@@ -3,8 +3,9 @@
 A vector belongs to the space of the embedder (name and version) that made it. Only vectors of the
 running embedder are searchable (see `search`); after the embedding model changes, `reembed`
 brings every live expert's latest revision into the new space, batch by batch. Each embedding also
-holds the lexical vector of the same texts (`retrieval.lexical`); one from another lexical recipe,
-or none, leaves the expert searchable with a lexical part of 0 until `reembed` replaces it.
+holds the lexical vector of the same texts (`retrieval.lexical`) and the vector of the description
+alone (`retrieval.fusion`); a lexical vector from another recipe, or a missing one of either kind,
+leaves the expert searchable with that part at 0 until `reembed` replaces it.
 """
 
 from __future__ import annotations
@@ -21,13 +22,8 @@ from registry.db.index_log import record_changes
 from registry.db.models import Expert, Revision, RevisionEmbedding
 from retrieval.embedder import TaskEmbedder, query_texts
 from retrieval.errors import RetrievalError
-from retrieval.lexical import (
-    LEXICAL_VERSION,
-    LexicalEncoder,
-    LexicalQuery,
-    LexicalVector,
-    dense_weight_for,
-)
+from retrieval.fusion import SecondStage, weights_for
+from retrieval.lexical import LEXICAL_VERSION, LexicalEncoder, LexicalVector
 
 VECTOR_DTYPE = np.dtype("<f4")
 logger = logging.getLogger(__name__)
@@ -43,6 +39,7 @@ class TaskEmbedding:
     embedder_version: str
     vector: np.ndarray
     lexical: LexicalVector
+    description: np.ndarray
 
     def row(self) -> RevisionEmbedding:
         """A new row for `Revision.embedding` (float32 bytes, so every backend stores the same)."""
@@ -54,6 +51,7 @@ class TaskEmbedding:
             vector=vector.tobytes(),
             lexical=self.lexical.to_bytes(),
             lexical_version=LEXICAL_VERSION,
+            description_vector=np.ascontiguousarray(self.description, VECTOR_DTYPE).tobytes(),
         )
 
 
@@ -61,10 +59,12 @@ def embed_tasks(
     embedder: TaskEmbedder, tasks: Sequence[tuple[str, Sequence[str]]]
 ) -> list[TaskEmbedding]:
     """One TaskEmbedding per `(task description, sample inputs)`, in one model pass."""
-    vectors = embedder.embed_tasks(tasks)
+    cards = embedder.embed_cards(tasks)
     return [
-        TaskEmbedding(embedder.name, embedder.version, vector, terms)
-        for vector, terms in zip(vectors, lexical_vectors(embedder, tasks), strict=True)
+        TaskEmbedding(embedder.name, embedder.version, vector, terms, description)
+        for vector, terms, description in zip(
+            cards.tasks, lexical_vectors(embedder, tasks), cards.descriptions, strict=True
+        )
     ]
 
 
@@ -75,16 +75,31 @@ def lexical_vectors(
     return _LEXICAL.encode([embedder.task_texts(*task) for task in tasks])
 
 
-def lexical_query(query: str | None, examples: Sequence[str]) -> LexicalQuery:
-    """The lexical stage of a search: the vector of the texts its dense vector pools, and the
-    dense weight tuned for its kind (with inputs, or words only)."""
+def second_stage(query: str | None, examples: Sequence[str]) -> SecondStage:
+    """The second stage of a search: the lexical vector of the texts its dense vector pools, and
+    the weights tuned for its kind (with inputs, or words only)."""
     [vector] = _LEXICAL.encode([query_texts(query, examples)])
-    return LexicalQuery(vector, dense_weight_for(examples))
+    return SecondStage(vector, weights_for(examples))
 
 
 def decode_vector(data: bytes) -> np.ndarray:
     """The float32 vector stored by `TaskEmbedding.row`."""
     return np.frombuffer(data, dtype=VECTOR_DTYPE)
+
+
+def decode_description(data: bytes | None, dim: int) -> np.ndarray | None:
+    """The stored description vector when there is one and it is readable, else None."""
+    if data is None:
+        return None
+    vector = decode_vector(data) if len(data) == dim * VECTOR_DTYPE.itemsize else None
+    if vector is None or not np.all(np.isfinite(vector)) or not np.any(vector):
+        logger.warning(
+            "an unreadable description vector (%d bytes) is left out; its expert ranks without "
+            "a description part",
+            len(data),
+        )
+        return None
+    return vector
 
 
 def decode_lexical(data: bytes | None, version: str | None) -> LexicalVector | None:
@@ -125,7 +140,8 @@ def reembed(
     on_batch: Callable[[int], object] | None = None,
 ) -> ReembedReport:
     """Embed, with `embedder`, each live expert's latest revision whose vectors are missing or
-    stale (dense from another embedder, lexical from another recipe or none).
+    stale (dense from another embedder, lexical from another recipe or none, no description
+    vector).
 
     Every batch commits with its index change, so API processes search the new vectors as they
     land, and an interrupted run resumes where it stopped. `on_batch` hears each batch's size.
@@ -145,6 +161,7 @@ def reembed(
                 RevisionEmbedding.revision_id.is_(None),
                 ~is_current(embedder),
                 RevisionEmbedding.lexical_version.is_distinct_from(LEXICAL_VERSION),
+                RevisionEmbedding.description_vector.is_(None),
             ),
         )
         .order_by(Revision.expert_id)

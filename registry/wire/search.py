@@ -52,22 +52,36 @@ class EmbedderInfo(BaseModel):
     dim: int
 
 
-class ScoringInfo(BaseModel):
-    """How the scores were made: `score = dense_weight x dense + (1 - dense_weight) x lexical`."""
+class ScoreWeights(BaseModel):
+    """The weight of each part in the fused score; they sum to 1."""
 
-    dense_weight: float = Field(description="0.25 for a query with examples, 0.5 for words only.")
+    dense: float = Field(description="0.25 for a query with examples, 0.5 for words only.")
+    description: float = Field(description="0 for a query with examples, 0.5 for words only.")
+    lexical: float = Field(description="0.75 for a query with examples, 0 for words only.")
+
+
+class ScoringInfo(BaseModel):
+    """How the scores were made: `score = sum over parts of weights[part] x score_parts[part]`."""
+
+    weights: ScoreWeights
     lexical: str = Field(description="The lexical recipe (hashed character n-grams) and version.")
     rerank_depth: int = Field(description="How many dense hits the fused score ranked again.")
 
 
 class ScoreParts(BaseModel):
-    """What one expert's score is made of, so a user can see why it ranked where it did."""
+    """What one expert's score is made of, so a user can see why it ranked where it did.
 
-    dense: FiniteFloat = Field(description="Cosine of the query's and the task's embeddings.")
-    lexical: FiniteFloat | None = Field(
-        description="Cosine of their character n-grams; null when the expert has no lexical "
-        "vector yet (stored before they existed: `compeft-hub reembed` adds it), counted as 0."
+    A part is null when the expert has no vector for it yet (stored before such vectors existed:
+    `compeft-hub reembed` adds them); it is counted as 0.
+    """
+
+    dense: FiniteFloat = Field(
+        description="Cosine of the query's embedding and the task's (description and inputs)."
     )
+    description: FiniteFloat | None = Field(
+        description="Cosine of the query's embedding and the task description's alone."
+    )
+    lexical: FiniteFloat | None = Field(description="Cosine of their character n-grams.")
 
 
 class SearchResult(BaseModel):
