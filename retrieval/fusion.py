@@ -5,8 +5,8 @@ Three parts score an expert against a query, each a cosine:
   stage's score and the only one FAISS searches by;
 - `description`: the query's embedding against the embedding of the card's description alone. A
   query in words reads like a description, not like a task's inputs, and in the pooled card the
-  description is one text among up to 21; alone it lifts word queries from 0.40 to 0.83 top-1 on
-  the tuning part of the real-task set (`bench/retrieval_methods.py`, docs/retrieval.md);
+  description is one text among up to 21; with this part, word queries go from 0.40 to 0.83
+  top-1 on the tuning part of the real-task set (`bench/retrieval_methods.py`, docs/retrieval.md);
 - `lexical`: the query's hashed character n-grams against the card's (`retrieval.lexical`), which
   tell apart what the dense model blurs (a script, a party's names, an outlet's house words).
 
