@@ -70,6 +70,50 @@ def test_export_writes_a_folder_peft_loads(
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
+def test_export_refuses_a_folder_with_files_unless_forced(
+    hub_cli: RunCli, peft_adapter_folders: list[Path], tmp_path: Path
+) -> None:
+    upload(hub_cli, peft_adapter_folders[0], "alice/qa")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "adapter_config.json").write_text("my own adapter")
+    refused = hub_cli("export", "alice/qa", out)
+    assert refused.exit_code == 1
+    assert f"error: {out} is not empty; pass --force" in refused.stderr
+    assert (out / "adapter_config.json").read_text() == "my own adapter"
+    forced = hub_cli("export", "alice/qa", out, "--force")
+    assert forced.exit_code == 0, forced.output
+    PeftModel.from_pretrained(tiny_base(), out)
+    (tmp_path / "a-file").write_text("x")
+    onto_file = hub_cli("export", "alice/qa", tmp_path / "a-file", "--force")
+    assert onto_file.exit_code == 1 and "is a file; give a folder" in onto_file.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["merge", "alice/one", "alice/two"],
+        ["compose", "--base-model", TINY_BASE_MODEL, "--query", "q"],
+    ],
+    ids=["merge", "compose"],
+)
+def test_merge_and_compose_refuse_a_folder_with_files_before_any_work(
+    hub_cli: RunCli, tmp_path: Path, command: list[str]
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    model = tmp_path / "model"
+    model.mkdir()
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text('{"input": "2+2?", "output": "4"}\n')
+    extra = ["--model", model, "--examples", shots] if command[0] == "compose" else []
+    result = hub_cli(*command, *extra, "--out", out)
+    assert result.exit_code == 1
+    assert f"error: {out} is not empty; pass --force" in result.stderr
+    assert [path.name for path in out.iterdir()] == ["keep.txt"]
+
+
 @pytest.mark.parametrize("method", ["ties", "task_arithmetic"])
 def test_merge_writes_one_adapter_of_the_same_shapes(
     hub_cli: RunCli, peft_adapter_folders: list[Path], tmp_path: Path, method: str

@@ -20,8 +20,10 @@ from registry.cli.options import (
     Alpha,
     Endpoint,
     ExpertArgument,
+    Force,
     Token,
     open_client,
+    output_folder,
     reported_errors,
     table_console,
 )
@@ -133,11 +135,13 @@ def export(
         Path, typer.Argument(help="Folder to write (created if missing).", show_default=False)
     ],
     alpha: Alpha = None,
+    force: Force = False,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
     """Decompress an expert into a PEFT folder that peft.PeftModel.from_pretrained loads."""
     with reported_errors(), open_client(endpoint, token) as client:
+        output_folder(out, force)
         typer.echo(client.export_peft(expert, out, alpha=alpha))
 
 

@@ -10,7 +10,15 @@ import typer
 from rich.table import Table
 
 from registry.cli.extras import needs_extra
-from registry.cli.options import Endpoint, Token, open_client, reported_errors, table_console
+from registry.cli.options import (
+    Endpoint,
+    Force,
+    Token,
+    open_client,
+    output_folder,
+    reported_errors,
+    table_console,
+)
 from retrieval.limits import MAX_QUERY_EXAMPLES
 
 
@@ -43,6 +51,7 @@ def merge(
             help="TIES: fraction of each expert's largest entries kept before the sign vote."
         ),
     ] = 0.2,
+    force: Force = False,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
@@ -51,6 +60,7 @@ def merge(
     from registry.client.composition import load_lora_experts
 
     with reported_errors(), open_client(endpoint, token) as client:
+        output_folder(out, force)
         factors = _weights(weights, len(experts))
         loaded = load_lora_experts(client, experts)
         merged = merge_lora_experts(loaded, factors, method=method, density=density)
@@ -128,6 +138,7 @@ def compose(
     ] = "lorahub",
     optimizer: Annotated[str, typer.Option(help="Any nevergrad optimizer name.")] = "NGOpt",
     seed: Annotated[int, typer.Option(help="Seed of the optimizer.")] = 42,
+    force: Force = False,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
@@ -146,6 +157,7 @@ def compose(
     )
 
     with reported_errors(), open_client(endpoint, token) as client:
+        output_folder(out, force)
         shots = Shots.read_jsonl(examples)
         if expert:
             chosen, scores = list(expert), {}

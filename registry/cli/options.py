@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -44,6 +45,27 @@ Alpha = Annotated[
         show_default=False,
     ),
 ]
+
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Write into the folder even when it holds files (same-named ones are overwritten).",
+    ),
+]
+
+
+def output_folder(folder: Path, force: bool) -> Path:
+    """`folder`, checked before any work: a file, or a folder with files in it unless `force`,
+    raises ValueError, so an export never overwrites someone's adapter unasked."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; give a folder to write the adapter into")
+    if not force and folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(
+            f"{folder} is not empty; pass --force to write into it anyway "
+            "(files of the same name are overwritten)"
+        )
+    return folder
 
 
 @contextmanager
