@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
-from bench.adapter_files import lora_adapter
+from bench.adapter_files import DEFAULT_METADATA, lora_adapter
 from registry.api.app import create_app
 from registry.db.engine import create_db_engine
 from registry.db.models import Base
@@ -114,3 +114,28 @@ def test_revisions_from_before_0007_read_as_as_trained_and_unmeasured(hub: Hub) 
         None,
     )
     assert "not measured" in hub.client.get("/experts/alice/old/revisions/1").text
+
+
+def test_tags_stored_before_0010_take_the_form_new_tags_get(hub: Hub) -> None:
+    metadata = {**DEFAULT_METADATA, "tags": ["qa"]}
+    created = hub.upload(
+        "alice/old", lora_adapter(seed=1), token=hub.token("alice"), metadata=metadata
+    )
+    assert created.status_code == 201, created.text
+    engine = hub.sessions.kw["bind"]
+    with engine.begin() as connection:  # tags as the schema before 0010 let them be stored
+        command.downgrade(alembic_config(connection), "0009")
+        revision_id = connection.execute(text("SELECT id FROM revisions")).scalar_one()
+        connection.execute(
+            text("INSERT INTO revision_tags (revision_id, tag) VALUES (:id, :tag)"),
+            [
+                {"id": revision_id, "tag": tag}
+                for tag in ("QA", "Question  Answering", "ZÜRICH", "Zürich")
+            ],
+        )
+    upgrade_schema(engine)
+    with engine.connect() as connection:
+        tags = connection.execute(text("SELECT tag FROM revision_tags ORDER BY tag")).scalars()
+        assert list(tags) == ["qa", "question-answering", "zürich"]
+    listed = hub.client.get("/api/v1/experts", params={"tag": "Zürich"}).json()
+    assert [item["id"] for item in listed["items"]] == ["alice/old"]

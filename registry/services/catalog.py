@@ -17,6 +17,7 @@ from registry.db.models import Expert, Revision, RevisionTag, User, utc_now
 from registry.errors import InvalidRequestError, NotFoundError
 from registry.ids import ExpertId
 from registry.services.accounts import Caller, authorize_write
+from registry.wire.common import tag_form
 
 LATEST = "latest"
 MAX_REVISION_DIGITS = 9
@@ -56,7 +57,9 @@ def list_experts(
         query = query.where(Revision.peft_type == filters.peft_type.upper())
     if filters.tag is not None:
         query = query.where(
-            Revision.id.in_(select(RevisionTag.revision_id).where(RevisionTag.tag == filters.tag))
+            Revision.id.in_(
+                select(RevisionTag.revision_id).where(RevisionTag.tag == tag_form(filters.tag))
+            )
         )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(query.order_by(Expert.id).limit(limit).offset(offset))

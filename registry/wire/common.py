@@ -25,9 +25,28 @@ def _without_control_characters(text: str) -> str:
     return text
 
 
-Tag = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=rf"^[\w\-.:]{{1,{TAG_LENGTH}}}$")
-]
+_TAG_CHARACTERS = re.compile(r"[\w\-.:]+")
+
+
+def tag_form(text: str) -> str:
+    """A tag as the hub stores and matches it: lower case, each run of spaces one `-`, so
+    `Summarization`, `summarization` and `Question Answering` / `question-answering` are one."""
+    return re.sub(" +", "-", text.strip().lower())
+
+
+def _valid_tag(text: str) -> str:
+    tag = tag_form(text)
+    if not 1 <= len(tag) <= TAG_LENGTH:
+        raise ValueError(f"a tag has 1 to {TAG_LENGTH} characters, got {len(tag)}")
+    if not _TAG_CHARACTERS.fullmatch(tag):
+        raise ValueError(
+            f"tag {tag!r}: a tag may hold letters, digits and the characters - _ . : only "
+            "(spaces become -, capitals small letters)"
+        )
+    return tag
+
+
+Tag = Annotated[str, AfterValidator(_valid_tag)]
 SampleInput = Annotated[
     str,
     StringConstraints(min_length=1, max_length=4000),
