@@ -17,6 +17,7 @@ from registry.cli.main import app
 from registry.db.engine import create_db_engine
 from registry.db.models import utc_now
 from registry.db.schema import alembic_config
+from registry.settings import Settings
 from tests.fixtures.registry import Hub, auth
 from tests.test_hardening_access import secret_of
 
@@ -52,6 +53,17 @@ def test_help_lists_every_command(run: Run) -> None:
     token_help = run("token", "--help").output
     for name in ("create", "list", "revoke"):
         assert name in token_help
+
+
+def test_help_texts_name_real_defaults_and_what_a_token_is_for() -> None:
+    """Typer renders help through rich, which swallows `[default: ...]` as markup: the texts say
+    the defaults in words, and they are the settings' own."""
+    wide = {"COLUMNS": "200"}
+    serve_help = " ".join(CliRunner().invoke(app, ["serve", "--help"], env=wide).output.split())
+    assert f"env COMPEFT_HUB_HOST, else {Settings.model_fields['host'].default})" in serve_help
+    assert f"env COMPEFT_HUB_PORT, else {Settings.model_fields['port'].default})" in serve_help
+    pull_help = " ".join(CliRunner().invoke(app, ["pull", "--help"], env=wide).output.split())
+    assert "Uploads and whoami need one; reads do not." in pull_help
 
 
 def test_user_create_prints_a_token_that_can_upload(hub: Hub, run: Run) -> None:

@@ -82,8 +82,16 @@ def _session(settings: Settings) -> Iterator[Session]:
 @app.command()
 @needs_extra("server")
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [default: settings].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: settings].")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Bind address (default: env COMPEFT_HUB_HOST, else 127.0.0.1).", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (default: env COMPEFT_HUB_PORT, else 8000).", show_default=False),
+    ] = None,
 ) -> None:
     """Run the HTTP API. Without settings: SQLite + blob folder under ./hub-data, upgraded on start.
 

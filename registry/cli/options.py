@@ -29,7 +29,9 @@ Endpoint = Annotated[
 Token = Annotated[
     str | None,
     typer.Option(
-        "--token", help="API token, needed to upload (env COMPEFT_HUB_TOKEN).", show_default=False
+        "--token",
+        help="API token (env COMPEFT_HUB_TOKEN). Uploads and whoami need one; reads do not.",
+        show_default=False,
     ),
 ]
 ExpertArgument = Annotated[
