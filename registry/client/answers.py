@@ -12,9 +12,10 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from registry.client.errors import BadRequestError, HubError
+from registry.client.settings import API_PREFIX
 from registry.errors import describe_validation_errors
 
-API = "/api/v1"
+API = API_PREFIX  # the client's calls write their paths f"{API}/..."
 Model = TypeVar("Model", bound=BaseModel)
 
 

@@ -9,7 +9,9 @@ What is retried (tenacity, exponential backoff with jitter):
 - any call answered 429 (rate limited), after the `Retry-After` the hub asked for: the limiter
   answers before the request is processed, so a write is safe to send again. A wait longer than
   `RetryPolicy.max_rate_limit_wait_s`, or none given, raises RateLimitedError at once.
-When the retries run out, a ServerUnavailableError says so; 4xx answers are never retried.
+When the retries run out, a ServerUnavailableError says so; 4xx answers are never retried. A
+refused connection (nothing listens at the address: no hub started, or a wrong port) is not
+retried at all: it raises at once with what to do, instead of after seconds of backoff.
 
 What is read (the hub is treated as hostile; the limits are in settings.py): the client asks for
 `Accept-Encoding: identity` and refuses an answer encoded anyway, since httpx would inflate a few
@@ -62,6 +64,15 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether `exc` comes from a refused connection (httpx keeps the OSError as the cause)."""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _retryable(exc: BaseException, *, idempotent: bool, policy: RetryPolicy) -> bool:
@@ -120,8 +131,14 @@ class HubHttp:
                 return float(exc.retry_after_s)
             return backoff(state)
 
+        attempts_used = stop_after_attempt(policy.attempts)
+
+        def stop(state: RetryCallState) -> bool:
+            refused = state.outcome is not None and _refused(state.outcome.exception())
+            return refused or attempts_used(state)
+
         return Retrying(
-            stop=stop_after_attempt(policy.attempts),
+            stop=stop,
             wait=wait,
             retry=retry_if_exception(
                 lambda exc: _retryable(exc, idempotent=idempotent, policy=policy)
@@ -147,6 +164,12 @@ class HubHttp:
                 f"{exc} (gave up after {attempts} attempts)",
                 status_code=exc.status_code,
                 detail=exc.detail,
+            ) from exc
+        if _refused(exc):
+            raise ServerUnavailableError(
+                f"nothing answers at {self.endpoint} (connection refused): is the hub running? "
+                "Start one with `compeft-hub serve`, or give its URL with --endpoint or "
+                "COMPEFT_HUB_ENDPOINT"
             ) from exc
         raise ServerUnavailableError(
             f"cannot reach the hub at {self.endpoint} after {attempts} attempts: "

@@ -29,7 +29,7 @@ from registry.client.cache import BlobCache
 from registry.client.errors import BadRequestError, LimitExceededError, NotCachedError
 from registry.client.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HubHttp, RetryPolicy
 from registry.client.refs import ExpertRef
-from registry.client.settings import ClientLimits, ClientSettings
+from registry.client.settings import ClientLimits, ClientSettings, hub_endpoint
 from registry.client.transfer import download_blob
 from registry.wire.experts import (
     CONFIG_PART,
@@ -94,7 +94,11 @@ class HubClient(AccountCalls):
     ) -> None:
         settings = ClientSettings()
         self.limits = limits if limits is not None else ClientLimits()
-        self.endpoint = url or settings.endpoint
+        self.endpoint = (
+            hub_endpoint(settings.endpoint, source="COMPEFT_HUB_ENDPOINT")
+            if url is None
+            else hub_endpoint(url, source="the hub URL")
+        )
         self.cache = BlobCache(Path(cache_dir) if cache_dir is not None else settings.cache)
         self.offline = settings.offline if offline is None else offline
         self.progress = (

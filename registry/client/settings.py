@@ -9,6 +9,7 @@ these (and these classes ignore the server's), so one shell can hold both.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,31 @@ class ClientSettings(BaseSettings):
     cache: Path = Field(default=DEFAULT_CACHE, description="Root of the download cache.")
     offline: bool = Field(default=False, description="Answer from the cache only, never call.")
     disable_progress_bars: bool = False
+
+
+API_PREFIX = "/api/v1"  # every API path starts with it
+
+
+def hub_endpoint(url: str, *, source: str) -> str:
+    """The hub's root URL from what a user gave (`source` names where): ValueError, saying
+    what to give, for an empty or non-HTTP one; a trailing `/api/v1` (the API's own prefix,
+    which the client adds) and trailing slashes are dropped."""
+    text = url.strip()
+    if not text:
+        raise ValueError(
+            f"{source} is empty: give the hub's URL (like {DEFAULT_ENDPOINT}), or unset it "
+            "for that default"
+        )
+    try:
+        parsed = urlsplit(text)
+        parsed.port  # noqa: B018 (parses the port: ValueError for one out of range)
+    except ValueError as exc:
+        raise ValueError(f"{source} {text!r} is not a URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(
+            f"{source} {text!r} is not an http(s) URL: give one like {DEFAULT_ENDPOINT}"
+        )
+    return text.rstrip("/").removesuffix(API_PREFIX).rstrip("/")
 
 
 class ClientLimits(BaseSettings):
