@@ -28,6 +28,11 @@ def test_whole_blob_has_its_sha256_as_etag(hub: Hub, blob: bytes) -> None:
     assert response.headers["etag"] == f'"{hashlib.sha256(blob).hexdigest()}"'
     assert response.headers["content-length"] == str(len(blob))
     assert response.headers["accept-ranges"] == "bytes"
+    # Saved under a name that does not promise a file peft loads.
+    assert (
+        response.headers["content-disposition"]
+        == 'attachment; filename="alice--trivia--r1.compeft"'
+    )
 
 
 def test_current_etag_answers_304(hub: Hub, blob: bytes) -> None:

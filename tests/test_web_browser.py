@@ -81,14 +81,15 @@ def test_open_an_expert_and_follow_a_revision(page: Page, web_site: WebSite) -> 
     expect(page.locator(".card .samples li")).to_have_count(2)
     expect(page.locator("svg.size-chart rect")).to_have_count(2)
     expect(page.locator("#snippet-cli")).to_have_text(
-        f"compeft-hub pull alice/trivia@2 --endpoint {web_site.url}"
+        "pip install 'compeft-hub[torch]' peft\n"
+        f"compeft-hub export alice/trivia@2 ./alice--trivia --endpoint {web_site.url}"
     )
 
     page.get_by_role("link", name="Revision 1").click()
     expect(page.locator("h1")).to_have_text("alice/trivia @ 1")
     first = web_site.hub.client.get("/api/v1/experts/alice/trivia/revisions/1").json()
     expect(page.locator(".details .sha")).to_have_text(first["blob_sha256"])
-    expect(page.locator("#snippet-python")).to_contain_text(
+    expect(page.locator("#snippet-sdk")).to_contain_text(
         f'HubClient("{web_site.url}").load("alice/trivia@1")'
     )
     page.get_by_role("link", name="Revision 2 →").click()
@@ -104,7 +105,10 @@ def test_copy_button_copies_the_snippet(browser: Browser, web_site: WebSite) -> 
     button.click()
     expect(button).to_have_text("Copied")
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied == f"compeft-hub pull alice/french@1 --endpoint {web_site.url}"
+    assert copied == (
+        "pip install 'compeft-hub[torch]' peft\n"
+        f"compeft-hub export alice/french@1 ./alice--french --endpoint {web_site.url}"
+    )
     context.close()
 
 

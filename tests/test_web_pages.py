@@ -127,8 +127,13 @@ def test_expert_page_shows_card_revisions_and_snippets(web_site: WebSite) -> Non
     for revision in api["revisions"]:
         assert revision["blob_sha256"] in html
     assert "What is the capital of Peru?" in html
-    assert "HubClient(&#34;http://testserver&#34;).load(&#34;alice/trivia@2&#34;)" in html
-    assert "compeft-hub pull alice/trivia@2 --endpoint http://testserver" in html
+    # The snippets a peft user needs come first: install, export a folder, load it with peft.
+    install = "pip install &#39;compeft-hub[torch]&#39; peft"
+    export = "compeft-hub export alice/trivia@2 ./alice--trivia --endpoint http://testserver"
+    load = "PeftModel.from_pretrained(base, &#34;./alice--trivia&#34;)"
+    sdk = "HubClient(&#34;http://testserver&#34;).load(&#34;alice/trivia@2&#34;)"
+    assert html.index(install) < html.index(export) < html.index(load) < html.index(sdk)
+    assert "AutoModelForCausalLM.from_pretrained(&#34;tiny/llama&#34;)" in html
     assert html.count('<rect class="bar-') == 2
 
 

@@ -103,7 +103,7 @@ def blob_response(store: BlobStore, revision: Revision, asked: BlobRequest) -> R
     headers["Content-Length"] = str(selected.end - selected.start)
     headers["Content-Disposition"] = (
         f'attachment; filename="{revision.expert.owner.name}--{revision.expert.name}'
-        f'--r{revision.revision}.safetensors"'
+        f'--r{revision.revision}.compeft"'
     )
     status = 200
     if range_header is not None:

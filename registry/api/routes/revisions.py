@@ -120,8 +120,10 @@ def download_blob(
     if_range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The compressed blob (a safetensors file; verify its sha256 = ETag). Supports one Range
-    (and If-Range) and HEAD; `latest` redirects to the numbered revision, whose URL is immutable."""
+    """The compressed blob, saved as `owner--name--rN.compeft`: a safetensors container of the
+    packed ternary expert, which peft cannot load (`compeft-hub export` writes a PEFT folder);
+    verify its sha256 = ETag. Supports one Range (and If-Range) and HEAD; `latest` redirects to
+    the numbered revision, whose URL is immutable."""
     row = catalog.get_revision(session, expert_id, revision)
     if revision == catalog.LATEST:
         return downloads.pinned_blob_redirect(
