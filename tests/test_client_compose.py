@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import nevergrad as ng
@@ -87,26 +88,32 @@ def test_compose_command_retrieves_experts_and_lowers_the_few_shot_loss(
     shots = tmp_path / "shots.jsonl"
     loss = write_shots(shots, "reverse_shift")
     out = tmp_path / "composed"
-    result = hub_cli(
-        "compose",
-        "--query",
-        "Reverse the tokens, then shift them up",
-        "--examples",
-        shots,
-        "--base-model",
-        TOY_BASE_MODEL,
-        "--model",
-        toy_model_folder,
-        "-k",
-        "3",
-        "--steps",
-        "30",
-        "--seed",
-        "0",
-        "--out",
-        out,
-    )
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        result = hub_cli(
+            "compose",
+            "--query",
+            "Reverse the tokens, then shift them up",
+            "--examples",
+            shots,
+            "--base-model",
+            TOY_BASE_MODEL,
+            "--model",
+            toy_model_folder,
+            "-k",
+            "3",
+            "--steps",
+            "30",
+            "--seed",
+            "0",
+            "--out",
+            out,
+        )
     assert result.exit_code == 0, result.output
+    # Third-party warnings that say nothing to a user of the command are not shown.
+    messages = [str(warning.message) for warning in shown]
+    for noise in ("is_gradient_checkpointing", "Could not find a config file", "RHOEND"):
+        assert not [message for message in messages if noise in message]
 
     record = json.loads((out / "composition.json").read_text())
     weights = record["weights"]
@@ -120,6 +127,19 @@ def test_compose_command_retrieves_experts_and_lowers_the_few_shot_loss(
     assert record["nevergrad_version"] == ng.__version__
     for text in ("alice/reverse_shift@1", record["optimizer_chosen"], ng.__version__):
         assert text in result.stdout
+    # stderr is no terminal here, so no bar shows: plain lines say what is happening.
+    progress = result.stderr.splitlines()
+    assert progress[:2] == [
+        "retrieved 3 experts",
+        f"loading the base model from {toy_model_folder}",
+    ]
+    steps = [line for line in progress if line.startswith("composing: step ")]
+    assert [line.split(",")[0] for line in steps] == [
+        f"composing: step {step}/30" for step in range(3, 31, 3)
+    ]
+    losses = [[float(part.split()[-1]) for part in line.split(",")[1:]] for line in steps]
+    bests = [best for _, best in losses]
+    assert bests == sorted(bests, reverse=True) and all(best <= loss for loss, best in losses)
 
     composed = PeftModel.from_pretrained(llama_base(), out)
     assert loss(composed) == pytest.approx(record["loss_after"], abs=1e-4)

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,7 +64,7 @@ def merge(
     from compeft_core.merge import merge_lora_experts
     from registry.client.composition import load_lora_experts
 
-    with reported_errors(), open_client(endpoint, token) as client:
+    with reported_errors(), open_client(endpoint, token) as client, known_warnings_silenced():
         output_folder(out, force)
         factors = _weights(weights, len(experts))
         loaded = load_lora_experts(client, experts)
@@ -156,7 +161,7 @@ def compose(
         save_composition,
     )
 
-    with reported_errors(), open_client(endpoint, token) as client:
+    with reported_errors(), open_client(endpoint, token) as client, known_warnings_silenced():
         output_folder(out, force)
         shots = Shots.read_jsonl(examples)
         if expert:
@@ -173,6 +178,8 @@ def compose(
                 raise ValueError(f"no LoRA expert for base model {base_model!r} on the hub")
             chosen = [f"{hit.id}@{hit.revision.revision}" for hit in hits]
             scores = {name: hit.score for name, hit in zip(chosen, hits, strict=True)}
+            typer.echo(f"retrieved {len(chosen)} experts", err=True)
+        typer.echo(f"loading the base model from {model}", err=True)
         local = load_base_model(model)
         loss = FewShotLoss.from_text(
             local.tokenizer, shots.inputs, shots.outputs, seq2seq=local.seq2seq
@@ -180,10 +187,12 @@ def compose(
         with client.tqdm_class(
             total=steps, desc="composing", unit="step", disable=not client.progress
         ) as progress:
+            report = StepLines(steps, shown=not client.progress)
 
             def on_step(step: int, budget: int, step_loss: float) -> None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{step_loss:.4f}")
+                report.step(step, step_loss)
 
             result = compose_from_hub(
                 client,
@@ -214,3 +223,43 @@ def compose(
         f"few-shot loss: {result.loss_before:.4f} (base model) -> {result.loss_after:.4f}"
     )
     console.print(f"wrote {out}")
+
+
+@dataclass
+class StepLines:
+    """The search's progress as plain stderr lines, for when no progress bar shows (stderr is a
+    log or a pipe): about ten over the run, each with the step's loss and the best so far, so
+    a person watching a job sees it move."""
+
+    budget: int
+    shown: bool
+    best: float = math.inf
+
+    def step(self, step: int, loss: float) -> None:
+        self.best = min(self.best, loss)
+        if self.shown and (step % max(1, self.budget // 10) == 0 or step == self.budget):
+            typer.echo(
+                f"composing: step {step}/{self.budget}, loss {loss:.4f}, best {self.best:.4f}",
+                err=True,
+            )
+
+
+# Warnings that libraries print during a merge or a composition and that tell a user of these
+# commands nothing they could act on: transformers' internal deprecation, peft noting that a
+# folder made from a local base model has no config of the hub's base model id, and scipy's
+# COBYLA adjusting a tolerance nevergrad passes.
+KNOWN_NOISE = (
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    (UserWarning, r"Could not find a config file in .* will assume that the vocabulary"),
+    (UserWarning, r"The PEFT config's `base_model_name_or_path` was renamed"),
+    (UserWarning, r"COBYLA: Invalid RHOEND"),
+)
+
+
+@contextmanager
+def known_warnings_silenced() -> Iterator[None]:
+    """Run the block with KNOWN_NOISE ignored; every other warning still shows."""
+    with warnings.catch_warnings():
+        for category, message in KNOWN_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
