@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from bench.adapter_files import lora_adapter
@@ -71,6 +72,43 @@ def test_user_create_prints_a_token_that_can_upload(hub: Hub, run: Run) -> None:
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
     assert hub.upload("carol/poems", lora_adapter(), token=token).status_code == 201
+
+
+def test_operator_commands_say_which_database_and_blob_store_they_act_on(
+    hub: Hub, run: Run
+) -> None:
+    database = make_url(hub.settings.sqlalchemy_url).render_as_string(hide_password=True)
+    created = run("user", "create", "carol")
+    assert created.stderr.splitlines() == [f"database: {database}"]
+    checked = run("fsck")
+    assert checked.stderr.splitlines()[:2] == [
+        f"database: {database}",
+        f"blob store: {hub.settings.storage_url}",
+    ]
+
+
+def test_operator_commands_run_where_no_hub_lives_create_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in (
+        "COMPEFT_HUB_DATABASE_URL",
+        "DATABASE_URL",
+        "COMPEFT_HUB_DATA_DIR",
+        "COMPEFT_HUB_BLOB_STORE_URL",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    for args in (["user", "create", "carol"], ["token", "list", "carol"], ["fsck"], ["reembed"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith(
+            f"error: no hub database at {tmp_path / 'hub-data' / 'hub.sqlite3'}: run this where"
+        )
+    assert list(tmp_path.iterdir()) == []
+    upgraded = CliRunner().invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert (tmp_path / "hub-data" / "hub.sqlite3").is_file()
+    assert CliRunner().invoke(app, ["user", "create", "carol"]).exit_code == 0
 
 
 def test_read_only_token_cannot_upload(hub: Hub, run: Run) -> None:

@@ -1,7 +1,10 @@
 """The `compeft-hub` command: serve, manage the schema, users and tokens, check storage, re-embed.
 
 Every command reads the same COMPEFT_HUB_* settings as the server. Errors print one line on stderr
-and exit with status 1 (2 for invalid settings); no traceback for things a person can fix.
+and exit with status 1 (2 for invalid settings); no traceback for things a person can fix. The
+operator commands say on stderr which database (and blob store) they act on, and only `serve` and
+`db upgrade` create a database: run from the wrong folder, the others stop instead of acting on a
+new, empty hub.
 Each command imports what it uses when it runs (the server's stack for these, the client's for
 those of `client.py` and `compose.py`), so `--help` and the client commands start without SQL,
 FAISS or torch, and a client-only install (no `server` extra) runs them.
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -64,13 +68,32 @@ def _reported_errors() -> Iterator[None]:
         raise typer.Exit(1) from exc
 
 
+def _announced_database(settings: Settings, *, create: bool = False) -> str:
+    """The configured database URL, said on stderr (password hidden). Unless `create`, a SQLite
+    file that does not exist raises ValueError: the command runs where no hub lives."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.sqlalchemy_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if not create and path and path != ":memory:" and not Path(path).exists():
+        raise ValueError(
+            f"no hub database at {Path(path).resolve()}: run this where the hub's data lives "
+            "(its COMPEFT_HUB_DATA_DIR, by default ./hub-data), or point "
+            "COMPEFT_HUB_DATABASE_URL at it; `compeft-hub serve` or `compeft-hub db upgrade` "
+            "creates a new hub"
+        )
+    typer.echo(f"database: {url.render_as_string(hide_password=True)}", err=True)
+    return settings.sqlalchemy_url
+
+
 @contextmanager
 def _session(settings: Settings) -> Iterator[Session]:
-    """A session on the configured database, after the same schema check as the server."""
+    """A session on the configured, existing database, after the same schema check as the
+    server."""
     from registry.db.engine import create_db_engine, create_session_factory
     from registry.db.schema import prepare_schema
 
-    engine = create_db_engine(settings.sqlalchemy_url)
+    engine = create_db_engine(_announced_database(settings))
     try:
         prepare_schema(engine, auto_upgrade=bool(settings.auto_upgrade))
         with create_session_factory(engine)() as session:
@@ -124,7 +147,7 @@ def db_upgrade() -> None:
     from registry.settings import Settings
 
     with _reported_errors():
-        engine = create_db_engine(Settings().sqlalchemy_url)
+        engine = create_db_engine(_announced_database(Settings(), create=True))
         try:
             upgrade_schema(engine)
             typer.echo(f"database schema at {', '.join(sorted(current_revisions(engine)))}")
@@ -274,6 +297,7 @@ def fsck(
     with _reported_errors():
         settings = Settings()
         with _session(settings) as session:
+            typer.echo(f"blob store: {settings.storage_url}", err=True)
             report = run_fsck(
                 session, open_blob_store(settings.storage_url), repair=repair, verify=verify
             )
