@@ -53,6 +53,10 @@ def test_upload_then_pull_prints_the_verified_cached_blob(
     )
     assert uploaded.stdout.startswith("alice/qa@1: ")
     assert "bits/param, density 0.25, balanced; fidelity: cosine 0." in uploaded.stdout
+    fp16, as_uploaded = re.search(
+        r"\(([\d.]+)x vs fp16, ([\d.]+)x vs the uploaded file", uploaded.stdout
+    ).groups()
+    assert float(as_uploaded) > float(fp16)  # a float32 file: more than 2 bytes a parameter
     pulled = hub_cli("pull", "alice/qa@1")
     assert pulled.exit_code == 0, pulled.output
     path = Path(pulled.stdout.strip())

@@ -66,6 +66,7 @@ def revision_answer(blob: bytes, **overrides: Any) -> dict[str, Any]:
         "original_dtype": "float32",
         "num_params": 1,
         "compression_ratio": 1.0,
+        "compression_ratio_fp16": 2.0,
         "bits_per_param": 1.0,
         "sigma": summary,
         "default_alpha": summary,

@@ -32,6 +32,8 @@ def test_upload_answers_201_with_sizes_and_ratio(hub: Hub, alice: str) -> None:
     assert body["blob_bytes"] == len(blob)
     assert body["original_bytes"] == len(adapter.weights)
     assert body["compression_ratio"] == pytest.approx(len(adapter.weights) / len(blob))
+    # Against the adapter in fp16, 2 bytes a parameter, whatever the file's dtype (float32 here).
+    assert body["compression_ratio_fp16"] == pytest.approx(2 * body["num_params"] / len(blob))
     assert body["bits_per_param"] == pytest.approx(8 * len(blob) / body["num_params"])
     assert body["num_params"] == 2 * 2 * (4 * 16 + 16 * 4)
     assert (body["density"], body["scope"]) == (0.1, "tensor")

@@ -135,6 +135,14 @@ def test_expert_page_shows_card_revisions_and_snippets(web_site: WebSite) -> Non
     assert html.index(install) < html.index(export) < html.index(load) < html.index(sdk)
     assert "AutoModelForCausalLM.from_pretrained(&#34;tiny/llama&#34;)" in html
     assert html.count('<rect class="bar-') == 2
+    latest = api["revisions"][-1]
+    detail = web_site.hub.client.get("/api/v1/experts/alice/trivia/revisions/latest").json()
+    assert f"{detail['compression_ratio_fp16']:.1f}× vs fp16" in html
+    assert (
+        f"({detail['compression_ratio']:.1f}× than the uploaded {detail['original_dtype']} file)"
+        in html
+    )
+    assert latest["revision"] == detail["revision"]
 
 
 def test_revision_page_pins_its_revision(web_site: WebSite) -> None:

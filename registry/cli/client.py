@@ -110,7 +110,8 @@ def upload(
     fidelity = created.fidelity
     typer.echo(
         f"{created.id}@{created.revision}: {created.original_bytes} -> "
-        f"{created.blob_bytes} bytes ({created.compression_ratio:.1f}x, "
+        f"{created.blob_bytes} bytes ({created.compression_ratio_fp16:.1f}x vs fp16, "
+        f"{created.compression_ratio:.1f}x vs the uploaded file, "
         f"{created.bits_per_param:.2f} bits/param, density {created.density:g}, "
         f"{created.factorisation}"
         + (

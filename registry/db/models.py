@@ -229,8 +229,14 @@ class Revision(Base):
 
     @property
     def compression_ratio(self) -> float:
-        """Uploaded safetensors bytes per blob byte."""
+        """Uploaded safetensors bytes per blob byte (in whatever dtype the file was)."""
         return self.original_bytes / self.blob_bytes
+
+    @property
+    def compression_ratio_fp16(self) -> float:
+        """The adapter's parameters at 2 bytes each per blob byte: the ratio that does not
+        depend on the dtype it was uploaded in, as adapters are shipped in fp16."""
+        return 2 * self.num_params / self.blob_bytes
 
     @property
     def bits_per_param(self) -> float:

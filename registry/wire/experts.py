@@ -88,6 +88,16 @@ class FidelitySummary(BaseModel):
     cosine: Summary = Field(description="cos(ΔW, ΔŴ) per module: 1 is the same direction.")
 
 
+_RATIO_VS_UPLOAD = Field(
+    description="Uploaded file bytes per blob byte: against the file as uploaded (an fp32 file "
+    "gives twice the ratio of the same adapter in fp16)."
+)
+_RATIO_VS_FP16 = Field(
+    description="The adapter's parameters at 2 bytes each (fp16) per blob byte: comparable "
+    "across uploads whatever their dtype."
+)
+
+
 class RevisionCreated(BaseModel):
     """Answer to a successful upload (201)."""
 
@@ -98,7 +108,8 @@ class RevisionCreated(BaseModel):
     blob_sha256: str
     original_bytes: int = Field(description="Size of the uploaded adapter_model.safetensors.")
     blob_bytes: int
-    compression_ratio: FiniteFloat
+    compression_ratio: FiniteFloat = _RATIO_VS_UPLOAD
+    compression_ratio_fp16: FiniteFloat = _RATIO_VS_FP16
     bits_per_param: FiniteFloat
     num_params: int
     density: FiniteFloat
@@ -136,7 +147,8 @@ class RevisionDetail(RevisionSummary):
     original_bytes: int
     original_dtype: str
     num_params: int
-    compression_ratio: FiniteFloat
+    compression_ratio: FiniteFloat = _RATIO_VS_UPLOAD
+    compression_ratio_fp16: FiniteFloat = _RATIO_VS_FP16
     bits_per_param: FiniteFloat
     sigma: Summary
     default_alpha: Summary
