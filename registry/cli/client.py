@@ -1,5 +1,5 @@
-"""The client half of `compeft-hub`: upload, pull, export, search and whoami (merge and compose
-are in `compose.py`).
+"""The client half of `compeft-hub`: upload, pull, export, search and whoami (list, info and
+delete are in `experts.py`, merge and compose in `compose.py`).
 
 Each command is a thin shell over `registry.client`: it builds a HubClient from the options (or
 COMPEFT_HUB_ENDPOINT / COMPEFT_HUB_TOKEN / COMPEFT_HUB_CACHE), calls it, and prints. Results go to
@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from registry.cli.compose import compose, merge
+from registry.cli.experts import delete, info, list_experts
 from registry.cli.extras import needs_extra
 from registry.cli.options import (
     Alpha,
@@ -221,8 +222,9 @@ def whoami(endpoint: Endpoint = None, token: Token = None) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `compeft-hub` app."""
-    for command in (upload, pull, export, search, merge, compose, whoami):
+    for command in (upload, pull, export, search, info, delete, merge, compose, whoami):
         app.command()(command)
+    app.command("list")(list_experts)
 
 
 def _part(score: float | None) -> str:

@@ -1,0 +1,119 @@
+"""`compeft-hub list`, `info` and `delete`: the catalogue from the command line, as
+huggingface_hub users know `list_models`, `model_info` and `delete_repo`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from registry.cli.options import (
+    Endpoint,
+    ExpertArgument,
+    Token,
+    open_client,
+    reported_errors,
+    table_console,
+)
+from registry.wire.accounts import format_utc
+
+MAX_LISTED = 100  # the API's page size limit
+
+
+def list_experts(
+    owner: Annotated[
+        str | None, typer.Option(help="Only this owner's.", show_default=False)
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Only experts of this base model.", show_default=False)
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Only experts with this tag.", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many at most.", min=1, max=MAX_LISTED)] = 20,
+    offset: Annotated[int, typer.Option(help="Skip this many first (paging).", min=0)] = 0,
+    endpoint: Endpoint = None,
+    token: Token = None,
+) -> None:
+    """List the hub's experts, oldest first, with their latest revision."""
+    with reported_errors(), open_client(endpoint, token) as client:
+        page = client.list_experts(
+            owner=owner, base_model=base_model, tag=tag, limit=limit, offset=offset
+        )
+    shown = f"{page.offset + 1}-{page.offset + len(page.items)}" if page.items else "none"
+    table = Table(
+        "expert",
+        "revisions",
+        "base model",
+        "type",
+        "tags",
+        "task",
+        title=f"experts {shown} of {page.total}",
+    )
+    table.columns[0].no_wrap = True
+    for item in page.items:
+        latest = item.latest
+        table.add_row(
+            f"{item.id}@{latest.revision}",
+            str(item.revision_count),
+            latest.base_model or "unknown",
+            latest.peft_type,
+            ", ".join(latest.tags),
+            latest.task_description,
+        )
+    table_console().print(table)
+    if page.offset + len(page.items) < page.total:
+        typer.echo(f"more: --offset {page.offset + len(page.items)}", err=True)
+
+
+def info(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None) -> None:
+    """Show what the hub records about a revision: task, base model, sizes, fidelity, blob."""
+    with reported_errors(), open_client(endpoint, token) as client:
+        revision = client.info(expert)
+    fidelity = revision.fidelity
+    lines = {
+        "expert": f"{revision.id}@{revision.revision}",
+        "created": format_utc(revision.created_at),
+        "task": revision.task_description,
+        "base model": revision.base_model or "unknown",
+        "type": revision.peft_type + ("" if revision.rank is None else f", rank {revision.rank}"),
+        "tags": ", ".join(revision.tags) or "none",
+        "size": (
+            f"{revision.blob_bytes} bytes ({revision.compression_ratio_fp16:.1f}x vs fp16, "
+            f"{revision.compression_ratio:.1f}x vs the uploaded {revision.original_dtype} file, "
+            f"{revision.bits_per_param:.2f} bits/param)"
+        ),
+        "compression": (
+            f"density {revision.density:g}, {revision.scope}, {revision.factorisation}, "
+            f"scale {revision.scale}"
+        ),
+        "fidelity": (
+            "not measured"
+            if fidelity is None
+            else f"cosine {fidelity.cosine.mean:.2f}, relative error "
+            f"{fidelity.relative_error.mean:.2f} (module means)"
+        ),
+        "blob sha256": revision.blob_sha256
+        + (" (missing on the hub)" if revision.blob_missing else ""),
+    }
+    console = table_console()
+    width = max(len(key) for key in lines)
+    for key, value in lines.items():
+        console.print(f"{key:>{width}}  {value}", soft_wrap=True)
+
+
+def delete(
+    expert: Annotated[
+        str, typer.Argument(help="owner/name (every revision goes).", show_default=False)
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+    endpoint: Endpoint = None,
+    token: Token = None,
+) -> None:
+    """Delete an expert with all its revisions (its owner's token only); the name is free again."""
+    if not yes:
+        typer.confirm(f"Delete {expert} and every revision of it?", abort=True, err=True)
+    with reported_errors(), open_client(endpoint, token) as client:
+        client.delete(expert)
+    typer.echo(f"deleted {expert}")

@@ -1,0 +1,63 @@
+"""`compeft-hub list`, `info` and `delete` against a hub served over loopback HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.fixtures.live_hub import TINY_BASE_MODEL, LiveHub, RunCli
+from tests.test_client_cli import DESCRIPTION, upload
+
+
+def test_list_shows_each_expert_with_its_latest_revision_and_pages(
+    hub_cli: RunCli, peft_adapter_folders: list[Path]
+) -> None:
+    upload(hub_cli, peft_adapter_folders[0], "alice/qa", "--tag", "Trivia")
+    upload(hub_cli, peft_adapter_folders[1], "alice/qa")
+    upload(hub_cli, peft_adapter_folders[1], "alice/poems")
+    listed = hub_cli("list")
+    assert listed.exit_code == 0, listed.output
+    assert "experts 1-2 of 2" in listed.stdout
+    rows = [line for line in listed.stdout.splitlines() if "alice/" in line]
+    assert [row.split("│")[1].strip() for row in rows] == ["alice/qa@2", "alice/poems@1"]
+    assert all(TINY_BASE_MODEL in row for row in rows)
+    first = hub_cli("list", "--limit", "1")
+    assert "experts 1-1 of 2" in first.stdout and "more: --offset 1" in first.stderr
+    tagged = hub_cli("list", "--tag", "trivia")  # the first revision's tag: not the latest's
+    assert "experts none of 0" in tagged.stdout
+
+
+def test_info_shows_what_the_hub_records_about_a_revision(
+    live_hub: LiveHub, hub_cli: RunCli, peft_adapter_folders: list[Path]
+) -> None:
+    upload(hub_cli, peft_adapter_folders[0], "alice/qa", "--tag", "trivia")
+    shown = hub_cli("info", "alice/qa@1")
+    assert shown.exit_code == 0, shown.output
+    detail = live_hub.hub.client.get("/api/v1/experts/alice/qa/revisions/1").json()
+    fields = dict(line.strip().split("  ", 1) for line in shown.stdout.splitlines() if line.strip())
+    assert fields["expert"] == "alice/qa@1"
+    assert fields["task"] == DESCRIPTION
+    assert fields["base model"] == TINY_BASE_MODEL
+    assert fields["tags"] == "trivia"
+    assert fields["blob sha256"] == detail["blob_sha256"]
+    assert fields["size"].startswith(
+        f"{detail['blob_bytes']} bytes ({detail['compression_ratio_fp16']:.1f}x vs fp16, "
+    )
+    assert fields["fidelity"].startswith(f"cosine {detail['fidelity']['cosine']['mean']:.2f}")
+    missing = hub_cli("info", "alice/nothing")
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: ")
+
+
+def test_delete_asks_first_and_removes_the_expert(
+    live_hub: LiveHub, hub_cli: RunCli, peft_adapter_folders: list[Path]
+) -> None:
+    upload(hub_cli, peft_adapter_folders[0], "alice/qa")
+    declined = hub_cli("delete", "alice/qa", input="n\n")
+    assert declined.exit_code == 1 and "Aborted" in declined.output
+    assert live_hub.hub.client.get("/api/v1/experts/alice/qa").status_code == 200
+    deleted = hub_cli("delete", "alice/qa", "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    assert deleted.stdout == "deleted alice/qa\n"
+    assert live_hub.hub.client.get("/api/v1/experts/alice/qa").status_code == 404
+    with_revision = hub_cli("delete", "alice/qa@1", "--yes")
+    assert with_revision.exit_code == 1
+    assert "delete removes the whole expert; give owner/name" in with_revision.stderr
