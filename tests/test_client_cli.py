@@ -28,7 +28,18 @@ def upload(hub_cli: RunCli, folder: Path, expert: str, *options: str) -> Result:
 
 def test_help_lists_the_client_commands_with_their_options(hub_cli: RunCli) -> None:
     result = hub_cli("--help")
-    for command in ("upload", "pull", "export", "search", "merge", "compose", "whoami"):
+    for command in (
+        "upload",
+        "pull",
+        "export",
+        "search",
+        "list",
+        "info",
+        "delete",
+        "merge",
+        "compose",
+        "whoami",
+    ):
         assert command in result.output
     compose_help = hub_cli("compose", "--help").output
     for option in ("--query", "--examples", "--base-model", "--model", "--steps", "--optimizer"):

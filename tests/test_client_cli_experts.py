@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from tests.fixtures.live_hub import TINY_BASE_MODEL, LiveHub, RunCli
@@ -61,3 +63,36 @@ def test_delete_asks_first_and_removes_the_expert(
     with_revision = hub_cli("delete", "alice/qa@1", "--yes")
     assert with_revision.exit_code == 1
     assert "delete removes the whole expert; give owner/name" in with_revision.stderr
+
+
+def with_base_model(folder: Path, base_model: str, tmp_path: Path) -> Path:
+    """A copy of the adapter folder whose config names another base model."""
+    copy = tmp_path / base_model.replace("/", "--")
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "adapter_config.json").read_text())
+    (copy / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": base_model})
+    )
+    return copy
+
+
+def test_search_without_a_base_model_uses_the_hubs_only_one_or_names_them(
+    live_hub: LiveHub, hub_cli: RunCli, peft_adapter_folders: list[Path], tmp_path: Path
+) -> None:
+    empty = hub_cli("search", "trivia")
+    assert empty.exit_code == 1
+    assert "error: the hub has no experts yet" in empty.stderr
+    upload(hub_cli, peft_adapter_folders[0], "alice/qa")
+    found = hub_cli("search", "trivia questions")
+    assert found.exit_code == 0, found.output
+    assert f"base model: {TINY_BASE_MODEL} (the hub's only one)" in found.stderr
+    assert "alice/qa@1" in found.stdout
+    upload(hub_cli, with_base_model(peft_adapter_folders[1], "other/base", tmp_path), "alice/other")
+    assert live_hub.hub.client.get("/api/v1/base-models").json() == {
+        "base_models": sorted(["other/base", TINY_BASE_MODEL])
+    }
+    ambiguous = hub_cli("search", "trivia questions")
+    assert ambiguous.exit_code == 1
+    assert ambiguous.stderr == (
+        f"error: give --base-model: the hub has experts of {', '.join(sorted(['other/base', TINY_BASE_MODEL]))}\n"
+    )

@@ -30,6 +30,8 @@ from registry.cli.options import (
 )
 from registry.wire.accounts import format_utc
 
+LISTED_BASE_MODELS = 20
+
 
 def upload(
     folder: Annotated[
@@ -149,9 +151,12 @@ def export(
 
 def search(
     base_model: Annotated[
-        str,
-        typer.Option(help="Base model id, as the adapters' configs name it.", show_default=False),
-    ],
+        str | None,
+        typer.Option(
+            help="Base model id, as the adapters' configs name it (default: the hub's only one).",
+            show_default=False,
+        ),
+    ] = None,
     query: Annotated[
         str | None, typer.Argument(help="The task in words.", show_default=False)
     ] = None,
@@ -175,6 +180,7 @@ def search(
 ) -> None:
     """Find the experts of a base model that fit a task, best first."""
     with reported_errors(), open_client(endpoint, token) as client:
+        base_model = base_model or _only_base_model(client.base_models())
         hits = client.search(
             query, example or (), base_model=base_model, k=k, peft_type=peft_type, tags=tag or ()
         )
@@ -230,3 +236,15 @@ def register(app: typer.Typer) -> None:
 def _part(score: float | None) -> str:
     """One part of a hit's score, two decimals; `-` where the expert has no vector for it yet."""
     return "-" if score is None else f"{score:.2f}"
+
+
+def _only_base_model(known: list[str]) -> str:
+    """The hub's one base model, said on stderr; ValueError naming the choices otherwise."""
+    if len(known) == 1:
+        typer.echo(f"base model: {known[0]} (the hub's only one)", err=True)
+        return known[0]
+    if not known:
+        raise ValueError("the hub has no experts yet, so there is nothing to search")
+    listed = ", ".join(known[:LISTED_BASE_MODELS])
+    more = f" and {len(known) - LISTED_BASE_MODELS} more" if len(known) > LISTED_BASE_MODELS else ""
+    raise ValueError(f"give --base-model: the hub has experts of {listed}{more}")

@@ -40,7 +40,7 @@ from registry.wire.experts import (
     RevisionDetail,
     UploadMetadata,
 )
-from registry.wire.search import SearchRequest, SearchResponse, SearchResult
+from registry.wire.search import BaseModelList, SearchRequest, SearchResponse, SearchResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -259,6 +259,10 @@ class HubClient(AccountCalls):
             "POST", f"{API}/search", json=request.model_dump(mode="json", exclude_none=True)
         )
         return parsed(SearchResponse, response).results
+
+    def base_models(self) -> list[str]:
+        """The base models the hub has experts of, sorted: what `search` can be asked for."""
+        return parsed(BaseModelList, self._http.request("GET", f"{API}/base-models")).base_models
 
     def info(self, expert: str) -> RevisionDetail:
         """Everything the hub records about a revision, adapter config and blob sha256 included.

@@ -44,6 +44,12 @@ class SearchRequest(BaseModel):
         return self
 
 
+class BaseModelList(BaseModel):
+    """The base models a search can name: those of the live experts' latest revisions."""
+
+    base_models: list[str] = Field(description="Sorted.")
+
+
 class EmbedderInfo(BaseModel):
     """The model that embedded the query and the experts (scores compare only within one)."""
 
