@@ -6,7 +6,7 @@ helps, what to do instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -73,3 +73,14 @@ def describe_validation_errors(errors: Iterable[Mapping[str, Any]], *, what: str
         f"{'.'.join(map(str, error['loc'])) or what}: {error['msg']}" for error in errors
     )
     return f"{what}: {problems}"
+
+
+LISTED_NAMES = 20
+
+
+def listed_names(names: Sequence[str]) -> str:
+    """The first LISTED_NAMES of `names` for a message, `a, b and 3 more`; "none" when empty, so
+    a message naming the choices stays one readable line however many there are."""
+    shown = ", ".join(names[:LISTED_NAMES]) or "none"
+    hidden = len(names) - LISTED_NAMES
+    return f"{shown} and {hidden} more" if hidden > 0 else shown

@@ -28,9 +28,8 @@ from registry.cli.options import (
     reported_errors,
     table_console,
 )
+from registry.errors import listed_names
 from registry.wire.accounts import format_utc
-
-LISTED_BASE_MODELS = 20
 
 
 def upload(
@@ -245,6 +244,4 @@ def _only_base_model(known: list[str]) -> str:
         return known[0]
     if not known:
         raise ValueError("the hub has no experts yet, so there is nothing to search")
-    listed = ", ".join(known[:LISTED_BASE_MODELS])
-    more = f" and {len(known) - LISTED_BASE_MODELS} more" if len(known) > LISTED_BASE_MODELS else ""
-    raise ValueError(f"give --base-model: the hub has experts of {listed}{more}")
+    raise ValueError(f"give --base-model: the hub has experts of {listed_names(known)}")

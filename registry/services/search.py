@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from registry.db.index_log import changed_since, current_version
 from registry.db.models import Expert, Revision, RevisionEmbedding, RevisionTag, User
-from registry.errors import CorruptRecordError
+from registry.errors import CorruptRecordError, listed_names
 from registry.ids import ExpertId
 from registry.services.answers import revision_detail
 from registry.services.catalog import live_experts_with_latest
@@ -48,7 +48,6 @@ from retrieval.shard import Hit, IndexConfig
 from retrieval.sync import ChangeSet, IndexSync
 
 logger = logging.getLogger(__name__)
-LISTED_BASE_MODELS = 20
 
 
 class ExpertSearch:
@@ -193,9 +192,9 @@ def _check_base_model(index: ExpertIndex, base_model: str) -> None:
     known = sorted(index.base_models())
     if base_model in known:
         return
-    listed = ", ".join(known[:LISTED_BASE_MODELS]) or "none"
-    more = f" and {len(known) - LISTED_BASE_MODELS} more" if len(known) > LISTED_BASE_MODELS else ""
-    raise UnknownBaseModelError(f"no experts for base model {base_model!r}; known: {listed}{more}")
+    raise UnknownBaseModelError(
+        f"no experts for base model {base_model!r}; known: {listed_names(known)}"
+    )
 
 
 def _expert_keys(session: Session, expert_ids: Sequence[ExpertId]) -> Collection[int]:
