@@ -40,6 +40,7 @@ def test_info_shows_what_the_hub_records_about_a_revision(
     assert fields["task"] == DESCRIPTION
     assert fields["base model"] == TINY_BASE_MODEL
     assert fields["tags"] == "trivia"
+    assert fields["message"] == "none"
     assert fields["blob sha256"] == detail["blob_sha256"]
     assert fields["size"].startswith(
         f"{detail['blob_bytes']} bytes ({detail['compression_ratio_fp16']:.1f}x vs fp16, "
@@ -47,6 +48,21 @@ def test_info_shows_what_the_hub_records_about_a_revision(
     assert fields["fidelity"].startswith(f"cosine {detail['fidelity']['cosine']['mean']:.2f}")
     missing = hub_cli("info", "alice/nothing")
     assert missing.exit_code == 1 and missing.stderr.startswith("error: ")
+
+
+def test_upload_message_shows_in_info_and_an_identical_upload_says_so(
+    hub_cli: RunCli, peft_adapter_folders: list[Path]
+) -> None:
+    upload(hub_cli, peft_adapter_folders[0], "alice/qa", "-m", "trained on 2k questions")
+    shown = hub_cli("info", "alice/qa")
+    assert "  message  trained on 2k questions\n" in shown.stdout
+    again = upload(hub_cli, peft_adapter_folders[0], "alice/qa", "--message", "again")
+    assert again.stdout.startswith("alice/qa@1: ")
+    assert again.stderr == (
+        "warning: identical to revision 1 (same adapter, compression and metadata): "
+        "no new revision was made\n"
+    )
+    assert "  message  trained on 2k questions\n" in hub_cli("info", "alice/qa@1").stdout
 
 
 def test_delete_asks_first_and_removes_the_expert(

@@ -54,15 +54,6 @@ def test_upload_chooses_factorisation_and_scale(hub: Hub, alice: str) -> None:
     assert default["blob_sha256"] != body["blob_sha256"]
 
 
-def test_same_upload_twice_stores_one_blob(hub: Hub, alice: str) -> None:
-    first = hub.upload("alice/trivia", lora_adapter(), token=alice).json()
-    second = hub.upload("alice/trivia", lora_adapter(), token=alice).json()
-    assert (first["revision"], second["revision"]) == (1, 2)
-    assert first["blob_sha256"] == second["blob_sha256"]
-    assert hub.blob_keys() == {first["blob_sha256"]}
-    assert hub.revision_count() == 2
-
-
 def test_revision_records_the_adapter_and_the_metadata(hub: Hub, alice: str) -> None:
     adapter = lora_adapter()
     hub.upload("alice/trivia", adapter, token=alice)

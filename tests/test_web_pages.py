@@ -14,7 +14,7 @@ import pytest
 from bench.adapter_files import lora_adapter
 from registry.api.web.rendering import SECURITY_HEADERS
 from tests.fixtures.registry import Hub, auth
-from tests.fixtures.web import DELETED_EXPERT, LIVE_EXPERTS, WebSite
+from tests.fixtures.web import DELETED_EXPERT, LIVE_EXPERTS, REVISION_MESSAGE, WebSite
 
 PAGES = [
     "/",
@@ -143,6 +143,12 @@ def test_expert_page_shows_card_revisions_and_snippets(web_site: WebSite) -> Non
         in html
     )
     assert latest["revision"] == detail["revision"]
+    # Each revision's message under it, escaped; revision 1 has none.
+    message = (
+        '<p class="message">Trained on &lt;em&gt;twice&lt;/em&gt; the questions;\ntagged v2.</p>'
+    )
+    assert html.count('<p class="message">') == 1 and message in html
+    assert detail["message"] == REVISION_MESSAGE
 
 
 def test_revision_page_pins_its_revision(web_site: WebSite) -> None:
@@ -155,6 +161,9 @@ def test_revision_page_pins_its_revision(web_site: WebSite) -> None:
     assert f"cosine to the uploaded update {fidelity['cosine']['mean']:.3f}" in html
     assert f"relative error {fidelity['relative_error']['mean']:.3f}" in html
     assert f"{api['factorisation']}; default alphas: {api['scale']}" in html
+    assert '<p class="message">' not in html  # revision 1 has no message
+    latest = page(web_site, "/experts/alice/trivia/revisions/2")
+    assert '<p class="message">Trained on &lt;em&gt;twice&lt;/em&gt;' in latest
 
 
 @pytest.mark.parametrize(

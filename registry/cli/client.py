@@ -93,10 +93,24 @@ def upload(
             show_default=False,
         ),
     ] = None,
+    message: Annotated[
+        str | None,
+        typer.Option(
+            "--message",
+            "-m",
+            help="What this revision changes, like a commit message (shown by `info` and on the "
+            "expert's page).",
+            show_default=False,
+        ),
+    ] = None,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
-    """Upload a PEFT adapter as the next revision of owner/name; the hub compresses it."""
+    """Upload a PEFT adapter as the next revision of owner/name; the hub compresses it.
+
+    Uploading what the latest revision already holds makes no new revision: the hub says so and
+    answers that revision.
+    """
     with reported_errors(), open_client(endpoint, token) as client:
         created = client.upload(
             folder,
@@ -108,7 +122,10 @@ def upload(
             scope=scope,
             factorisation=factorisation,
             scale=scale,
+            message=message,
         )
+    for warning in created.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     fidelity = created.fidelity
     typer.echo(
         f"{created.id}@{created.revision}: {created.original_bytes} -> "

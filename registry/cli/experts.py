@@ -75,6 +75,7 @@ def info(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None)
     lines = {
         "expert": f"{revision.id}@{revision.revision}",
         "created": format_utc(revision.created_at),
+        "message": revision.message or "none",
         "task": revision.task_description,
         "base model": revision.base_model or "unknown",
         "type": revision.peft_type + ("" if revision.rank is None else f", rank {revision.rank}"),

@@ -146,6 +146,7 @@ class HubClient(AccountCalls):
         parent_revision: int | None = None,
         factorisation: str | None = None,
         scale: str | None = None,
+        message: str | None = None,
     ) -> RevisionCreated:
         """Upload a PEFT folder (adapter_config.json + adapter_model.safetensors) as the next
         revision of `owner/name`; the hub compresses it. Creates the expert on first upload.
@@ -155,6 +156,8 @@ class HubClient(AccountCalls):
         `parent_revision` makes the upload fail with ConflictError unless it is the expert's
         latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`
         and `scale` left as None take the hub's defaults (`compeft_core.compress` explains them).
+        `message` says what the revision changes. Uploading what the latest revision holds again
+        makes no revision: the answer is that one, with `created` false.
         """
         if "@" in expert:
             raise BadRequestError(
@@ -180,6 +183,7 @@ class HubClient(AccountCalls):
             parent_revision=parent_revision,
             factorisation=factorisation,
             scale=scale,
+            message=message,
         )
 
         def send() -> httpx.Response:

@@ -209,6 +209,7 @@ class Revision(Base):
     adapter_config_text: Mapped[str] = mapped_column("adapter_config", Text)
     task_description: Mapped[str] = mapped_column(Text)
     sample_inputs: Mapped[list[str]] = mapped_column(JSON)
+    message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
     expert: Mapped[Expert] = relationship(back_populates="revisions")

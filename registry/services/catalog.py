@@ -68,15 +68,23 @@ def list_experts(
 
 def get_expert(session: Session, expert_id: ExpertId) -> tuple[Expert, Revision]:
     """The live expert `owner/name` and its latest revision; NotFoundError otherwise."""
-    row = session.execute(
-        live_experts_with_latest().where(
-            User.name == expert_id.owner, Expert.name == expert_id.name
-        )
-    ).first()
+    row = session.execute(_live_named(expert_id)).first()
     if row is None:
         raise NotFoundError(f"no expert {expert_id}")
     expert, latest = row
     return expert, latest
+
+
+def latest_revision(session: Session, expert_id: ExpertId) -> Revision | None:
+    """The latest revision of the live expert `owner/name`; None where there is none (yet)."""
+    row = session.execute(_live_named(expert_id)).first()
+    return None if row is None else row[1]
+
+
+def _live_named(expert_id: ExpertId) -> Select[Expert, Revision]:
+    return live_experts_with_latest().where(
+        User.name == expert_id.owner, Expert.name == expert_id.name
+    )
 
 
 def parse_revision(revision: str) -> int | None:

@@ -191,5 +191,6 @@ def _revision_row(upload: CompressedUpload, *, expert: Expert, number: int) -> R
         adapter_config_text=upload.adapter_config_text,
         task_description=upload.metadata.task_description,
         sample_inputs=upload.metadata.sample_inputs,
+        message=upload.metadata.message,
         tag_rows=[RevisionTag(tag=tag) for tag in upload.metadata.tags],
     )

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from registry.ids import ExpertId
+from registry.services import catalog
 from registry.services.accounts import Caller, authorize_write
 from registry.services.ingest import ReceivedUpload, compress_upload, parse_metadata
 from registry.services.publish import publish_revision, refuse_doomed_upload
+from registry.services.unchanged import unchanged_answer
 from registry.services.vectors import embed_tasks
 from registry.settings import Settings
 from registry.wire.experts import RevisionCreated
@@ -43,10 +45,15 @@ def begin_upload(expert_id: ExpertId, caller: Caller, services: UploadServices) 
 def compress_and_publish(
     received: ReceivedUpload, *, expert_id: ExpertId, caller: Caller, services: UploadServices
 ) -> RevisionCreated:
-    """Create the next revision of `expert_id` (creating the expert) from the received parts."""
+    """Create the next revision of `expert_id` (creating the expert) from the received parts,
+    or answer its latest revision when the upload is identical to it."""
     metadata = parse_metadata(received.metadata_path)
     refuse_doomed_upload(services.session, expert_id, metadata.parent_revision)
     upload = compress_upload(received, metadata, services.settings)
+    unchanged = unchanged_answer(catalog.latest_revision(services.session, expert_id), upload)
+    services.session.rollback()  # no transaction held while embedding
+    if unchanged is not None:
+        return unchanged
     [embedding] = embed_tasks(
         services.embedder, [(metadata.task_description, metadata.sample_inputs)]
     )

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from registry.wire.limits import TAG_LENGTH
+from registry.wire.limits import MESSAGE_LENGTH, TAG_LENGTH
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -55,6 +55,12 @@ SampleInput = Annotated[
 TaskDescription = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=8000),
+    AfterValidator(_without_control_characters),
+]
+
+RevisionMessage = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MESSAGE_LENGTH),
     AfterValidator(_without_control_characters),
 ]
 

@@ -8,7 +8,14 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from compeft_core.formats import CONFIG_NAME, FLOAT32_MAX, WEIGHTS_NAME
-from registry.wire.common import FiniteFloat, SampleInput, Summary, Tag, TaskDescription
+from registry.wire.common import (
+    FiniteFloat,
+    RevisionMessage,
+    SampleInput,
+    Summary,
+    Tag,
+    TaskDescription,
+)
 from registry.wire.limits import SQL_INTEGER_MAX
 
 # Built from a registry.db.models.Revision row too (from_attributes): the row's attributes carry
@@ -73,6 +80,12 @@ class UploadMetadata(BaseModel):
         le=SQL_INTEGER_MAX,
         description="Refuse (409) unless this is the expert's latest revision (0: a new expert).",
     )
+    message: RevisionMessage | None = Field(
+        default=None,
+        description="What this revision changes, like a commit message; shown with the revision. "
+        "Not part of its content: the same adapter and metadata again with another message "
+        "create no revision.",
+    )
 
     @field_validator("tags")
     @classmethod
@@ -99,7 +112,8 @@ _RATIO_VS_FP16 = Field(
 
 
 class RevisionCreated(BaseModel):
-    """Answer to a successful upload (201)."""
+    """Answer to a successful upload: 201 with the new revision, or 200 with the latest one when
+    the upload is identical to it (`created` false, said in `warnings`)."""
 
     model_config = _FROM_ROWS
 
@@ -121,6 +135,14 @@ class RevisionCreated(BaseModel):
     fidelity: FidelitySummary | None = Field(
         default=None, description="Measured while compressing."
     )
+    created: bool = Field(
+        default=True,
+        description="False: the upload was identical to the latest revision (same blob, base "
+        "model, task description, samples and tags), which is answered instead of a duplicate.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="What the uploader may want to fix, in words."
+    )
 
 
 class RevisionSummary(BaseModel):
@@ -138,6 +160,7 @@ class RevisionSummary(BaseModel):
     blob_bytes: int
     density: FiniteFloat
     scope: str
+    message: str | None = Field(default=None, description="The uploader's message, if any.")
 
 
 class RevisionDetail(RevisionSummary):

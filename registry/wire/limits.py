@@ -3,6 +3,7 @@ request is sent or served, and the SQL columns (`registry.db.models`) are sized 
 
 ID_PART_LENGTH = 96  # owner or expert name (registry.ids has the rules)
 TAG_LENGTH = 64
+MESSAGE_LENGTH = 4000  # a revision's message, like a commit message
 BASE_MODEL_LENGTH = 512
 TOKEN_NAME_LENGTH = 64
 SQL_INTEGER_MAX = 2**31 - 1  # SQL INTEGER columns are 32-bit on PostgreSQL

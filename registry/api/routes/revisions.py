@@ -63,6 +63,7 @@ _UPLOAD_BODY = {
 )
 async def upload_revision(
     request: Request,
+    response: Response,
     expert_id: ExpertIdDep,
     caller: WriterDep,
     session: SessionDep,
@@ -71,7 +72,8 @@ async def upload_revision(
     embedder: EmbedderDep,
 ) -> RevisionCreated:
     """Upload a PEFT adapter (safetensors only); the hub compresses it with ComPEFT and stores
-    the blob. Creates the expert on its first upload."""
+    the blob. Creates the expert on its first upload. An upload identical to the latest revision
+    answers 200 with that revision (`created` false) instead of making a duplicate."""
     services = uploads.UploadServices(session, store, settings, embedder)
     uploads.begin_upload(expert_id, caller, services)
     limits = UploadLimits(
@@ -82,13 +84,16 @@ async def upload_revision(
     # The parts live in a temporary folder that is removed however the upload ends.
     with tempfile.TemporaryDirectory(prefix="compeft-hub-upload-") as folder:
         received = await receive_upload(request, Path(folder), limits)
-        return await run_in_threadpool(
+        answer = await run_in_threadpool(
             uploads.compress_and_publish,
             received,
             expert_id=expert_id,
             caller=caller,
             services=services,
         )
+    if not answer.created:
+        response.status_code = status.HTTP_200_OK
+    return answer
 
 
 @router.get("/{revision}", responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
