@@ -11,8 +11,11 @@ from registry.services.ingest import CompressedUpload
 from registry.wire.experts import RevisionCreated, RevisionDetail
 
 # On the row, `id` is the primary key; the API's `id` (owner/name) is read from `owner_and_name`.
-WIRE_ONLY = {"id"}
-UPLOAD_ONLY = {"blob", "metadata"}  # the bytes go to the blob store; the metadata fills several
+# `created` and `warnings` say what one upload did, not what the revision is.
+WIRE_ONLY = {"id", "created", "warnings"}
+# The bytes go to the blob store; the metadata fills several; the adapter's own base model stays
+# in the stored adapter config.
+UPLOAD_ONLY = {"blob", "metadata", "recorded_base_model"}
 
 
 def test_every_revision_field_the_api_answers_is_a_row_attribute_of_that_name() -> None:

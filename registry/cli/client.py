@@ -93,6 +93,15 @@ def upload(
             show_default=False,
         ),
     ] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            "--base-model",
+            help="The base model's hub id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct (default: "
+            "base_model_name_or_path of adapter_config.json; give this when that is a local path).",
+            show_default=False,
+        ),
+    ] = None,
     message: Annotated[
         str | None,
         typer.Option(
@@ -123,6 +132,7 @@ def upload(
             factorisation=factorisation,
             scale=scale,
             message=message,
+            base_model=base_model,
         )
     for warning in created.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -104,7 +104,7 @@ def load_lora_experts(
             LoraExpert.from_compressed(
                 f"{revision.id}@{revision.revision}",
                 compressed,
-                revision.adapter_config,
+                revision.exported_config(),
                 alpha=alpha,
                 dtype=torch.float32,
             )

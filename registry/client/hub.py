@@ -147,6 +147,7 @@ class HubClient(AccountCalls):
         factorisation: str | None = None,
         scale: str | None = None,
         message: str | None = None,
+        base_model: str | None = None,
     ) -> RevisionCreated:
         """Upload a PEFT folder (adapter_config.json + adapter_model.safetensors) as the next
         revision of `owner/name`; the hub compresses it. Creates the expert on first upload.
@@ -156,8 +157,10 @@ class HubClient(AccountCalls):
         `parent_revision` makes the upload fail with ConflictError unless it is the expert's
         latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`
         and `scale` left as None take the hub's defaults (`compeft_core.compress` explains them).
-        `message` says what the revision changes. Uploading what the latest revision holds again
-        makes no revision: the answer is that one, with `created` false.
+        `base_model` names the base model's hub id where the adapter config records a local path
+        (the answer's `warnings` say when it looks like one). `message` says what the revision
+        changes. Uploading what the latest revision holds again makes no revision: the answer is
+        that one, with `created` false.
         """
         if "@" in expert:
             raise BadRequestError(
@@ -184,6 +187,7 @@ class HubClient(AccountCalls):
             factorisation=factorisation,
             scale=scale,
             message=message,
+            base_model=base_model,
         )
 
         def send() -> httpx.Response:
@@ -388,5 +392,5 @@ class HubClient(AccountCalls):
 
         revision, compressed = self.fetch(expert, dtype=dtype)
         return export_adapter(
-            compressed, revision.adapter_config, Path(path), alpha=alpha, dtype=dtype
+            compressed, revision.exported_config(), Path(path), alpha=alpha, dtype=dtype
         )

@@ -56,7 +56,8 @@ class CompressedUpload:
     sigma: Summary
     default_alpha: Summary
     fidelity: FidelitySummary
-    base_model: str | None
+    base_model: str | None  # the upload's base_model, else the adapter's record
+    recorded_base_model: str | None  # base_model_name_or_path in the adapter config
     peft_type: str
     rank: int | None
     lora_alpha: float | None
@@ -89,7 +90,7 @@ def compress_upload(
         received.config_path, received.weights_path, max_tensors=settings.max_tensors
     )
     config_text = adapter.config_text
-    base_model = _checked_base_model(adapter.base_model)
+    recorded_base_model = _checked_base_model(adapter.base_model)
     expert = compress(
         adapter_task_vector(adapter),
         density=metadata.density or settings.default_density,
@@ -115,7 +116,8 @@ def compress_upload(
         sigma=Summary(**expert.metadata["sigma"]),
         default_alpha=Summary(**expert.metadata["alpha"]),
         fidelity=fidelity_summary(expert.fidelity.values()),
-        base_model=base_model,
+        base_model=metadata.base_model or recorded_base_model,
+        recorded_base_model=recorded_base_model,
         peft_type=adapter.peft_type,
         rank=adapter.rank,
         lora_alpha=adapter.lora_alpha,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from registry.ids import ExpertId
 from registry.services import catalog
 from registry.services.accounts import Caller, authorize_write
+from registry.services.base_models import base_model_warnings
 from registry.services.ingest import ReceivedUpload, compress_upload, parse_metadata
 from registry.services.publish import publish_revision, refuse_doomed_upload
 from registry.services.unchanged import unchanged_answer
@@ -50,7 +51,9 @@ def compress_and_publish(
     metadata = parse_metadata(received.metadata_path)
     refuse_doomed_upload(services.session, expert_id, metadata.parent_revision)
     upload = compress_upload(received, metadata, services.settings)
-    unchanged = unchanged_answer(catalog.latest_revision(services.session, expert_id), upload)
+    latest = catalog.latest_revision(services.session, expert_id)
+    unchanged = unchanged_answer(latest, upload)
+    warnings = base_model_warnings(upload, latest)
     services.session.rollback()  # no transaction held while embedding
     if unchanged is not None:
         return unchanged
@@ -65,4 +68,4 @@ def compress_and_publish(
         upload=upload,
         embedding=embedding,
     )
-    return RevisionCreated.model_validate(revision)
+    return RevisionCreated.model_validate(revision).model_copy(update={"warnings": warnings})

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from registry.wire.limits import MESSAGE_LENGTH, TAG_LENGTH
+from registry.wire.limits import BASE_MODEL_LENGTH, MESSAGE_LENGTH, TAG_LENGTH
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -62,6 +62,19 @@ RevisionMessage = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MESSAGE_LENGTH),
     AfterValidator(_without_control_characters),
+]
+
+
+def _printable(text: str) -> str:
+    if not text.isprintable():
+        raise ValueError("only printable characters are allowed (no tabs or line breaks)")
+    return text
+
+
+BaseModelId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=BASE_MODEL_LENGTH),
+    AfterValidator(_printable),
 ]
 
 

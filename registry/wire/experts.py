@@ -9,6 +9,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from compeft_core.formats import CONFIG_NAME, FLOAT32_MAX, WEIGHTS_NAME
 from registry.wire.common import (
+    BaseModelId,
     FiniteFloat,
     RevisionMessage,
     SampleInput,
@@ -79,6 +80,12 @@ class UploadMetadata(BaseModel):
         ge=0,
         le=SQL_INTEGER_MAX,
         description="Refuse (409) unless this is the expert's latest revision (0: a new expert).",
+    )
+    base_model: BaseModelId | None = Field(
+        default=None,
+        description="The base model's hub id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct; unset: "
+        "the adapter config's base_model_name_or_path (a local path there is warned about). "
+        "Search and exported configs use it.",
     )
     message: RevisionMessage | None = Field(
         default=None,
@@ -191,6 +198,14 @@ class RevisionDetail(RevisionSummary):
     adapter_config: dict[str, Any]
     sample_inputs: list[str]
     blob_missing: bool = Field(description="Set by `compeft-hub fsck --repair`: the blob is lost.")
+
+    def exported_config(self) -> dict[str, Any]:
+        """`adapter_config` as clients write it: with the hub's base model (which the upload may
+        have named instead of a local path) as base_model_name_or_path, so peft loads the
+        adapter on the model it was found for."""
+        if self.base_model is None:
+            return dict(self.adapter_config)
+        return {**self.adapter_config, "base_model_name_or_path": self.base_model}
 
 
 class ExpertSummary(BaseModel):
