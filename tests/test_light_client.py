@@ -62,6 +62,16 @@ import registry.cli.main
 from registry.client import HubClient
 print(json.dumps(sorted(m for m in {SERVER_STACK!r} if m in sys.modules)))
 """
+# Run with the checkout's code: `compeft-hub token list` over HTTP, then what it loaded.
+_TOKEN_LIST = f"""
+import json, sys
+from registry.cli.main import app
+try:
+    app(["token", "list"])
+except SystemExit as exit:
+    assert exit.code == 0, exit.code
+print(json.dumps(sorted(m for m in {SERVER_STACK!r} if m in sys.modules)))
+"""
 _DECODE = """
 import sys
 import numpy as np
@@ -128,6 +138,23 @@ def _run(program: Path | str, *args: str | Path, cwd: Path, **env: str) -> str:
 
 def test_the_client_and_the_cli_load_none_of_the_server_stack(tmp_path: Path) -> None:
     assert json.loads(_run(sys.executable, "-c", _LOADED_STACK, cwd=tmp_path)) == []
+
+
+def test_a_users_token_commands_load_none_of_the_server_stack(
+    live_hub: LiveHub, tmp_path: Path
+) -> None:
+    token = live_hub.hub.token("alice")
+    *lines, loaded = _run(
+        sys.executable,
+        "-c",
+        _TOKEN_LIST,
+        cwd=tmp_path,
+        PYTHONPATH=str(REPO),
+        COMPEFT_HUB_ENDPOINT=live_hub.url,
+        COMPEFT_HUB_TOKEN=token,
+    ).splitlines()
+    assert [line.split()[0] for line in lines] == [token.split("_")[1]]
+    assert json.loads(loaded) == []
 
 
 @pytest.mark.slow

@@ -34,10 +34,12 @@ Run = Callable[..., Result]
 
 @pytest.fixture
 def run(hub: Hub) -> Run:
-    """Run `compeft-hub ARGS...` against the hub's database and blob store."""
+    """Run `compeft-hub ARGS...` against the hub's database and blob store, as the operator: no
+    API token, even where the shell running the tests has one (`token revoke` would use it)."""
     env = {
         "COMPEFT_HUB_DATABASE_URL": hub.settings.sqlalchemy_url,
         "COMPEFT_HUB_BLOB_STORE_URL": hub.settings.storage_url,
+        "COMPEFT_HUB_TOKEN": None,
     }
 
     def invoke(*args: str) -> Result:
@@ -65,6 +67,26 @@ def test_help_texts_name_real_defaults_and_what_a_token_is_for() -> None:
     assert f"env COMPEFT_HUB_PORT, else {Settings.model_fields['port'].default})" in serve_help
     pull_help = " ".join(CliRunner().invoke(app, ["pull", "--help"], env=wide).output.split())
     assert "Uploads and whoami need one; reads do not." in pull_help
+
+
+def test_token_help_says_when_a_command_acts_over_http_and_when_on_the_database() -> None:
+    rule = (
+        "With an API token (--token or COMPEFT_HUB_TOKEN) and no user NAME: your own tokens, over "
+        "HTTP at the hub (--endpoint / COMPEFT_HUB_ENDPOINT); with a user NAME (or, for revoke, "
+        "without a token): the operator's, on the database."
+    )
+    shown = {
+        words: " ".join(
+            CliRunner()
+            .invoke(app, ["token", *words, "--help"], env={"COLUMNS": "200"})
+            .output.split()
+        )
+        for words in ((), ("create",), ("list",), ("revoke",))
+    }
+    for words, text in shown.items():
+        assert rule in text, words
+    # Rich would swallow a `[default: ...]` as markup: the defaults are said in words.
+    assert "after this many days (default: never; over HTTP, when the" in shown[("create",)]
 
 
 def test_user_create_prints_a_token_that_can_upload(hub: Hub, run: Run) -> None:

@@ -8,6 +8,9 @@
 - A token creates tokens with its own rights or fewer: never read-write from read-only, never
   outliving its own expiry; unset options are inherited.
 - Downgrading the schema deletes the tokens older code could not refuse.
+- `compeft-hub token create|list|revoke` with a token and no user name act on the caller's own
+  tokens over HTTP (`hub: URL` on stderr); with a user name, or revoke without a token, on the
+  database as the operator (`database: URL`); both print the same lines.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import httpx
 import pytest
 from alembic import command
 from sqlalchemy import select
+from typer.testing import CliRunner, Result
 
 from bench.adapter_files import lora_adapter
+from registry.cli.main import app as cli_app
 from registry.client import AuthError, ForbiddenError, HubClient, NotFoundError
 from registry.db.engine import create_db_engine
 from registry.db.models import ApiToken, utc_now
@@ -33,8 +38,9 @@ from tests.fixtures.registry import Hub, auth
 from tests.test_hardening_access import secret_of
 
 TOKEN_FIELDS = set(TokenInfo.model_fields)
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"  # a time as messages and the CLI show it
 REVOKED = re.compile(
-    r"this token was revoked on \d{4}-\d\d-\d\d \d\d:\d\d UTC; "
+    rf"this token was revoked on {WHEN}; "
     r"create a new one with `compeft-hub token create`"
 )
 
@@ -302,3 +308,131 @@ def test_cli_whoami_with_a_revoked_token_fails_with_the_reason(
     assert result.exit_code == 1
     assert "401: this token was revoked on" in result.stderr
     assert "Traceback" not in result.output
+
+
+def own_lookup_id(hub_cli: RunCli) -> str:
+    """The lookup id of the token `hub_cli` sends (COMPEFT_HUB_TOKEN), as whoami shows it."""
+    line = hub_cli("whoami").stdout.splitlines()[1]
+    return line.removeprefix("token ").partition(":")[0]
+
+
+def cli_on_database(live_hub: LiveHub, *args: str, token: str | None = None) -> Result:
+    """`compeft-hub ARGS...` configured with the live hub's database and endpoint, and with
+    COMPEFT_HUB_TOKEN set to `token` (None: unset, whatever the shell running the tests has)."""
+    env = {
+        "COMPEFT_HUB_DATABASE_URL": live_hub.hub.settings.sqlalchemy_url,
+        "COMPEFT_HUB_ENDPOINT": live_hub.url,
+        "COMPEFT_HUB_TOKEN": token,
+    }
+    return CliRunner().invoke(cli_app, list(args), env=env)
+
+
+def test_cli_token_list_without_a_name_shows_the_callers_tokens_from_the_hub(
+    hub_cli: RunCli, live_hub: LiveHub
+) -> None:
+    created = hub_cli("token", "create", "--read-only", "--name", "laptop")
+    assert created.exit_code == 0, created.output
+    assert created.stderr == f"hub: {live_hub.url}\n"
+    laptop = created.stdout.strip()
+    assert hub_cli("whoami", "--token", laptop).stdout.splitlines()[1] == (
+        f"token {lookup_id_of(laptop)} 'laptop': read-only, no expiry"
+    )
+    listed = hub_cli("token", "list")
+    assert listed.exit_code == 0, listed.output
+    assert listed.stderr == f"hub: {live_hub.url}\n"
+    own, new = listed.stdout.splitlines()
+    assert re.fullmatch(rf"{own_lookup_id(hub_cli)}  read-write  created {WHEN}  no expiry", own)
+    assert re.fullmatch(
+        rf"{lookup_id_of(laptop)}  read-only   created {WHEN}  no expiry {{19}}  laptop", new
+    )
+    assert laptop not in listed.output
+    # A user name means the operator's listing, on the database, even with a token configured:
+    # the same lines.
+    operator = cli_on_database(live_hub, "token", "list", "alice", token=laptop)
+    assert operator.exit_code == 0, operator.output
+    assert operator.stderr.startswith("database: ")
+    assert operator.stdout == listed.stdout
+
+
+def test_cli_token_revoke_with_a_token_revokes_over_http_and_the_token_is_refused(
+    hub_cli: RunCli, live_hub: LiveHub
+) -> None:
+    laptop = hub_cli("token", "create", "--name", "laptop").stdout.strip()
+    assert hub_cli("whoami", "--token", laptop).exit_code == 0
+    revoked = hub_cli("token", "revoke", lookup_id_of(laptop))
+    assert revoked.exit_code == 0, revoked.output
+    assert revoked.stderr == f"hub: {live_hub.url}\n"
+    assert re.fullmatch(rf"token {lookup_id_of(laptop)}: revoked {WHEN}\n", revoked.stdout)
+    refused = hub_cli("whoami", "--token", laptop)
+    assert refused.exit_code == 1
+    assert "401: this token was revoked on" in refused.stderr
+    assert re.search(rf"  revoked {WHEN} +laptop$", hub_cli("token", "list").stdout)
+
+
+def test_cli_read_only_token_cannot_revoke_another_but_may_revoke_itself(
+    hub_cli: RunCli, live_hub: LiveHub
+) -> None:
+    read_write = live_hub.hub.token("alice")
+    read_only = hub_cli("token", "create", "--read-only").stdout.strip()
+    refused = hub_cli("token", "revoke", lookup_id_of(read_write), "--token", read_only)
+    assert refused.exit_code == 1
+    hub_line, error = refused.stderr.splitlines()
+    assert hub_line == f"hub: {live_hub.url}"
+    assert error.startswith("error: DELETE ") and "403" in error
+    assert "a read-only token can revoke only itself" in error
+    assert hub_cli("whoami", "--token", read_write).exit_code == 0
+    # Without --read-only, a new token inherits the caller's rights instead of asking for more.
+    child = hub_cli("token", "create", "--token", read_only)
+    assert child.exit_code == 0, child.output
+    assert hub_cli("whoami", "--token", child.stdout.strip()).stdout.endswith(
+        ": read-only, no expiry\n"
+    )
+    itself = hub_cli("token", "revoke", lookup_id_of(read_only), "--token", read_only)
+    assert itself.exit_code == 0, itself.output
+    assert (
+        itself.stdout == f"token {lookup_id_of(read_only)}: revoked (the token this command used)\n"
+    )
+    assert hub_cli("whoami", "--token", read_only).exit_code == 1
+
+
+def test_cli_token_errors_from_the_hub_print_one_line_and_exit_1(
+    hub_cli: RunCli, live_hub: LiveHub
+) -> None:
+    unknown = hub_cli("token", "revoke", "0123456789abcdef")
+    assert unknown.exit_code == 1
+    _, error = unknown.stderr.splitlines()  # `hub: URL`, then the error
+    assert (
+        error.startswith("error: ") and "404: no token '0123456789abcdef' of user 'alice'" in error
+    )
+    token = live_hub.hub.token("alice")
+    assert hub_cli("token", "revoke", lookup_id_of(token), "--token", token).exit_code == 0
+    for args in (("list",), ("create",), ("revoke", "0123456789abcdef")):
+        result = hub_cli("token", *args, "--token", token)
+        assert result.exit_code == 1, args
+        error = result.stderr.splitlines()[-1]
+        assert error.startswith("error: ") and "401: this token was revoked on" in error
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("subcommand", ["list", "create"])
+def test_cli_token_without_a_name_or_a_token_names_both_ways(
+    live_hub: LiveHub, subcommand: str
+) -> None:
+    result = cli_on_database(live_hub, "token", subcommand)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: give a user NAME (the operator's way, on the hub's database) or an API token "
+        "(--token or COMPEFT_HUB_TOKEN: your own tokens, over HTTP at the hub)\n"
+    )
+    assert result.stdout == ""
+
+
+def test_cli_token_revoke_without_a_token_is_the_operators_on_the_database(
+    live_hub: LiveHub,
+) -> None:
+    bobs = live_hub.hub.token("bob")
+    result = cli_on_database(live_hub, "token", "revoke", lookup_id_of(bobs))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("database: ")
+    assert re.fullmatch(rf"token {lookup_id_of(bobs)} of bob: revoked {WHEN}\n", result.stdout)
+    assert whoami(live_hub.hub, bobs).status_code == 401

@@ -8,6 +8,7 @@ stdout, progress bars and errors to stderr; an error a person can fix prints one
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,8 +29,8 @@ from registry.cli.options import (
     reported_errors,
     table_console,
 )
+from registry.cli.tokens import token_access, token_state
 from registry.errors import listed_names
-from registry.wire.accounts import format_utc
 
 
 def upload(
@@ -245,11 +246,12 @@ def whoami(endpoint: Endpoint = None, token: Token = None) -> None:
     with reported_errors(), open_client(endpoint, token) as client:
         me = client.whoami()
     info = me.token
-    access = "read-only" if info.read_only else "read-write"
-    expiry = "no expiry" if info.expires_at is None else f"expires {format_utc(info.expires_at)}"
     label = "" if info.name is None else f" {info.name!r}"
     typer.echo(me.user)
-    typer.echo(f"token {info.lookup_id}{label}: {access}, {expiry}")
+    typer.echo(
+        f"token {info.lookup_id}{label}: {token_access(info)}, "
+        f"{token_state(info, datetime.now(UTC))}"
+    )
 
 
 def register(app: typer.Typer) -> None:
