@@ -113,6 +113,10 @@ def test_pages_follow_q_and_sort(hub: Hub, catalog: None) -> None:
             "invalid request: query.sort: Input should be 'created', 'recent' or 'name'",
         ),
         ({"q": "x" * 257}, "invalid request: query.q: String should have at most 256 characters"),
+        (
+            {"q": "a\x00b"},
+            "invalid request: query.q: Value error, control characters are not allowed",
+        ),
     ],
 )
 def test_unknown_parameters_and_bad_values_get_422(

@@ -8,9 +8,8 @@ from registry.api.deps import ExpertIdDep, SessionDep, WriterDep
 from registry.api.query_params import refuse_unknown_query_params
 from registry.services import catalog
 from registry.services.answers import expert_detail, expert_summary
-from registry.wire.common import ErrorBody
+from registry.wire.common import ErrorBody, ListQuery
 from registry.wire.experts import ExpertDetail, ExpertOrder, ExpertPage
-from registry.wire.limits import LIST_QUERY_LENGTH
 
 router = APIRouter(prefix="/experts", tags=["experts"])
 MAX_PAGE = 100
@@ -24,9 +23,8 @@ def list_experts(
     peft_type: Annotated[str | None, Query(max_length=32, examples=["LORA", "IA3"])] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[
-        str | None,
+        ListQuery | None,
         Query(
-            max_length=LIST_QUERY_LENGTH,
             description="Text in `owner/name`, the task description or a tag, ignoring capitals "
             "(`%` and `_` are plain characters).",
         ),

@@ -25,13 +25,9 @@ from registry.errors import NotFoundError
 from registry.ids import ExpertId
 from registry.services import catalog
 from registry.services.answers import expert_detail, revision_detail
+from registry.wire.common import ListQuery
 from registry.wire.experts import ExpertOrder
-from registry.wire.limits import (
-    BASE_MODEL_LENGTH,
-    ID_PART_LENGTH,
-    LIST_QUERY_LENGTH,
-    TAG_LENGTH,
-)
+from registry.wire.limits import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH
 from registry.wire.search import SearchRequest
 from retrieval.limits import MAX_K
 
@@ -41,12 +37,12 @@ router = APIRouter(
     dependencies=[Depends(count_request_of_address)],
 )
 PER_PAGE = 20
+MAX_PAGE_NUMBER = 10**6
 SORT_LABELS = {  # the Browse page's sort menu, in the order it lists them
     ExpertOrder.created: "Oldest first",
     ExpertOrder.recent: "Recently updated",
     ExpertOrder.name: "Name",
 }
-MAX_PAGE_NUMBER = 10**6
 
 
 @router.get("/", name="home")
@@ -106,7 +102,7 @@ def expert_list(
     base_model: Annotated[str, Query(max_length=BASE_MODEL_LENGTH)] = "",
     peft_type: Annotated[str, Query(max_length=32)] = "",
     tag: Annotated[str, Query(max_length=TAG_LENGTH)] = "",
-    q: Annotated[str, Query(max_length=LIST_QUERY_LENGTH)] = "",
+    q: ListQuery = "",
     sort: ExpertOrder = ExpertOrder.created,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PER_PAGE,
