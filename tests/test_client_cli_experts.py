@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from typer.testing import Result
+
 from tests.fixtures.live_hub import TINY_BASE_MODEL, LiveHub, RunCli
 from tests.test_client_cli import DESCRIPTION, upload
 
@@ -26,6 +28,27 @@ def test_list_shows_each_expert_with_its_latest_revision_and_pages(
     assert "experts 1-1 of 2" in first.stdout and "more: --offset 1" in first.stderr
     tagged = hub_cli("list", "--tag", "trivia")  # the first revision's tag: not the latest's
     assert "experts none of 0" in tagged.stdout
+
+
+def listed_ids(result: Result) -> list[str]:
+    assert result.exit_code == 0, result.output
+    return [line.split("│")[1].strip() for line in result.stdout.splitlines() if "alice/" in line]
+
+
+def test_list_searches_text_and_sorts(hub_cli: RunCli, peft_adapter_folders: list[Path]) -> None:
+    upload(hub_cli, peft_adapter_folders[0], "alice/zeta", "--tag", "quiz")
+    upload(hub_cli, peft_adapter_folders[1], "alice/poems", "--tag", "poetry")
+    upload(hub_cli, peft_adapter_folders[1], "alice/alpha", "--tag", "Quiz")
+    assert listed_ids(hub_cli("list", "-q", "QUIZ")) == ["alice/zeta@1", "alice/alpha@1"]
+    by_name = hub_cli("list", "--query", "quiz", "--sort", "name")
+    assert listed_ids(by_name) == ["alice/alpha@1", "alice/zeta@1"]
+    assert "experts 1-2 of 2" in by_name.stdout
+    recent = ["alice/alpha@1", "alice/poems@1", "alice/zeta@1"]
+    assert listed_ids(hub_cli("list", "--sort", "recent")) == recent
+    bad = hub_cli("list", "--sort", "newest")
+    assert bad.exit_code == 2
+    said = " ".join(bad.output.replace("│", " ").split())  # unwrapped from typer's error box
+    assert "'newest' is not one of 'created', 'recent', 'name'" in said
 
 
 def test_info_shows_what_the_hub_records_about_a_revision(

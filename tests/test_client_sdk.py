@@ -84,6 +84,12 @@ def test_upload_list_and_info_describe_the_revision(
     page = hub_client.list_experts(tag="qa")
     assert page.total == 1 and [item.id for item in page.items] == [EXPERT]
     assert hub_client.list_experts(tag="other").total == 0
+    assert [item.id for item in hub_client.list_experts(q="TRIVIA", sort="recent").items] == [
+        EXPERT
+    ]
+    assert hub_client.list_experts(q="no such text").total == 0
+    with pytest.raises(BadRequestError, match="query.sort: Input should be 'created', 'recent'"):
+        hub_client.list_experts(sort="newest")
 
     info = hub_client.info(EXPERT)
     assert info.revision == 1 and info.blob_sha256 == created.blob_sha256

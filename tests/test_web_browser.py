@@ -74,6 +74,26 @@ def test_list_filters_and_pages(page: Page) -> None:
     expect(page.get_by_role("textbox", name="Tag")).to_have_value("classification")
 
 
+def test_list_search_and_sort(page: Page) -> None:
+    page.goto("/experts?per_page=2")
+    page.get_by_label("Search").fill("QUESTIONS")
+    page.get_by_label("Sort").select_option(label="Recently updated")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator(".count")).to_have_text("2 experts match")
+    expect(page.locator(".expert-id")).to_have_text(["bob/chemistry", "alice/trivia"])
+    expect(page.get_by_label("Search")).to_have_value("QUESTIONS")
+    expect(page.get_by_label("Sort")).to_have_value("recent")
+    screenshot(page, "list-search-desktop")
+
+    page.get_by_label("Search").fill("")
+    page.get_by_label("Sort").select_option(label="Name")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator(".expert-id")).to_have_text(["alice/french", "alice/trivia"])
+    page.get_by_role("link", name="Next →").click()  # the page links keep the sort
+    expect(page.locator(".expert-id")).to_have_text(["bob/chemistry", "carol/sentiment"])
+    assert parse_qs(urlsplit(page.url).query)["sort"] == ["name"]
+
+
 def test_open_an_expert_and_follow_a_revision(page: Page, web_site: WebSite) -> None:
     page.goto("/experts")
     page.get_by_role("link", name="alice/trivia").click()

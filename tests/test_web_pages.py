@@ -98,15 +98,30 @@ def test_list_shows_live_experts_only(web_site: WebSite) -> None:
 
 
 def test_list_filters_are_the_api_filters(web_site: WebSite) -> None:
-    for query in ("owner=alice", "base_model=tiny/other", "peft_type=ia3", "tag=en"):
+    for query in (
+        "owner=alice",
+        "base_model=tiny/other",
+        "peft_type=ia3",
+        "tag=en",
+        "q=ANSWER",
+        "sort=recent",
+        "q=en&sort=name&owner=alice",
+    ):
         html = page(web_site, f"/experts?{query}")
         api = web_site.hub.client.get(f"/api/v1/experts?{query}").json()
         ids = shown_experts(html)
         assert ids == [item["id"] for item in api["items"]], query
 
 
+def test_list_query_is_echoed_escaped_and_sort_kept(web_site: WebSite) -> None:
+    html = page(web_site, '/experts?q="><script>alert(1)</script>&sort=name')
+    assert 'name="q" value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html
+    assert '<option value="name" selected>Name</option>' in html
+    assert len(re.findall(r"<script\b", html)) == 1  # copy.js only
+
+
 def test_empty_filters_match_everything(web_site: WebSite) -> None:
-    html = page(web_site, "/experts?owner=&base_model=&peft_type=&tag=")
+    html = page(web_site, "/experts?owner=&base_model=&peft_type=&tag=&q=")
     assert f"{len(LIVE_EXPERTS)} experts" in html
 
 
@@ -175,6 +190,7 @@ def test_revision_page_pins_its_revision(web_site: WebSite) -> None:
         ("/experts/al..ice/trivia", 400, "invalid owner &#39;al..ice&#39;"),
         ("/experts?page=0", 422, "query.page: Input should be greater than or equal to 1"),
         ("/experts?per_page=500", 422, "query.per_page"),
+        ("/experts?sort=newest", 422, "query.sort: Input should be &#39;created&#39;"),
         ("/?query=trivia&k=0", 422, "query.k"),
     ],
 )

@@ -17,6 +17,7 @@ from registry.cli.options import (
     table_console,
 )
 from registry.wire.accounts import format_utc
+from registry.wire.experts import ExpertOrder
 
 MAX_LISTED = 100  # the API's page size limit
 
@@ -31,15 +32,38 @@ def list_experts(
     tag: Annotated[
         str | None, typer.Option(help="Only experts with this tag.", show_default=False)
     ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query",
+            "-q",
+            help="Only experts with this text in owner/name, task description or a tag "
+            "(capitals aside).",
+            show_default=False,
+        ),
+    ] = None,
+    sort: Annotated[
+        ExpertOrder,
+        typer.Option(
+            help="created: oldest first (the default); recent: latest revision newest first; "
+            "name: owner/name A-Z."
+        ),
+    ] = ExpertOrder.created,
     limit: Annotated[int, typer.Option(help="How many at most.", min=1, max=MAX_LISTED)] = 20,
     offset: Annotated[int, typer.Option(help="Skip this many first (paging).", min=0)] = 0,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
-    """List the hub's experts, oldest first, with their latest revision."""
+    """List the hub's experts with their latest revision, oldest first unless --sort says."""
     with reported_errors(), open_client(endpoint, token) as client:
         page = client.list_experts(
-            owner=owner, base_model=base_model, tag=tag, limit=limit, offset=offset
+            owner=owner,
+            base_model=base_model,
+            tag=tag,
+            q=query,
+            sort=sort,
+            limit=limit,
+            offset=offset,
         )
     shown = f"{page.offset + 1}-{page.offset + len(page.items)}" if page.items else "none"
     table = Table(

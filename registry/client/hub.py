@@ -35,6 +35,7 @@ from registry.wire.experts import (
     CONFIG_PART,
     METADATA_PART,
     WEIGHTS_PART,
+    ExpertOrder,
     ExpertPage,
     RevisionCreated,
     RevisionDetail,
@@ -219,15 +220,21 @@ class HubClient(AccountCalls):
         base_model: str | None = None,
         peft_type: str | None = None,
         tag: str | None = None,
+        q: str | None = None,
+        sort: ExpertOrder | str = ExpertOrder.created,
         limit: int = 20,
         offset: int = 0,
     ) -> ExpertPage:
-        """One page of live experts, oldest first; filters apply to each latest revision."""
+        """One page of live experts in `sort` order (`created`: oldest first, `recent`: latest
+        revision newest first, `name`: owner/name A-Z); filters and `q` (text in owner/name, task
+        description or a tag, capitals aside) apply to each latest revision."""
         filters: dict[str, Any] = {
             "owner": owner,
             "base_model": base_model,
             "peft_type": peft_type,
             "tag": tag,
+            "q": q,
+            "sort": str(sort),  # a bad one: the hub's 422 names the choices
         }
         params = {key: value for key, value in filters.items() if value is not None}
         response = self._http.request(

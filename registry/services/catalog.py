@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session, contains_eager
 
 from registry.db.index_log import record_changes
@@ -18,6 +18,7 @@ from registry.errors import InvalidRequestError, NotFoundError
 from registry.ids import ExpertId
 from registry.services.accounts import Caller, authorize_write
 from registry.wire.common import tag_form
+from registry.wire.experts import ExpertOrder
 
 LATEST = "latest"
 MAX_REVISION_DIGITS = 9
@@ -31,6 +32,27 @@ class ExpertFilter:
     base_model: str | None = None
     peft_type: str | None = None
     tag: str | None = None
+    text: str | None = None  # in owner/name, task description or a tag, ignoring capitals
+
+
+def _mentions(text: str) -> ColumnElement[bool]:
+    """The expert's `owner/name`, its latest task description or one of its latest tags holds
+    `text`, capitals aside; `%` and `_` in it are plain characters (autoescape)."""
+    return (
+        (User.name + "/" + Expert.name).icontains(text, autoescape=True)
+        | Revision.task_description.icontains(text, autoescape=True)
+        | exists().where(
+            RevisionTag.revision_id == Revision.id, RevisionTag.tag.icontains(text, autoescape=True)
+        )
+    )
+
+
+# Every order ends on Expert.id, so equal keys (same time, same name) page the same way each time.
+_ORDER_BY: dict[ExpertOrder, tuple[ColumnElement[object], ...]] = {
+    ExpertOrder.created: (Expert.id.asc(),),
+    ExpertOrder.recent: (Revision.created_at.desc(), Expert.id.desc()),
+    ExpertOrder.name: (func.lower(User.name), func.lower(Expert.name), Expert.id.asc()),
+}
 
 
 def live_experts_with_latest() -> Select[Expert, Revision]:
@@ -45,9 +67,14 @@ def live_experts_with_latest() -> Select[Expert, Revision]:
 
 
 def list_experts(
-    session: Session, filters: ExpertFilter, *, limit: int, offset: int
+    session: Session,
+    filters: ExpertFilter,
+    *,
+    limit: int,
+    offset: int,
+    order: ExpertOrder = ExpertOrder.created,
 ) -> tuple[list[tuple[Expert, Revision]], int]:
-    """One page of live experts with their latest revision, oldest first, and the total count."""
+    """One page of live experts with their latest revision, in `order`, and the total count."""
     query = live_experts_with_latest()
     if filters.owner is not None:
         query = query.where(User.name == filters.owner)
@@ -61,8 +88,10 @@ def list_experts(
                 select(RevisionTag.revision_id).where(RevisionTag.tag == tag_form(filters.tag))
             )
         )
+    if filters.text is not None:
+        query = query.where(_mentions(filters.text))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.execute(query.order_by(Expert.id).limit(limit).offset(offset))
+    rows = session.execute(query.order_by(*_ORDER_BY[order]).limit(limit).offset(offset))
     return [(expert, latest) for expert, latest in rows], total
 
 

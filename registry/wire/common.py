@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from registry.wire.limits import BASE_MODEL_LENGTH, MESSAGE_LENGTH, TAG_LENGTH
+from registry.wire.limits import BASE_MODEL_LENGTH, LIST_QUERY_LENGTH, MESSAGE_LENGTH, TAG_LENGTH
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -75,6 +75,14 @@ BaseModelId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=BASE_MODEL_LENGTH),
     AfterValidator(_printable),
+]
+
+# The text a listing searches for: SQLite's LIKE stops at a NUL and PostgreSQL refuses one, so
+# control characters are refused here and both backends answer alike.
+ListQuery = Annotated[
+    str,
+    StringConstraints(max_length=LIST_QUERY_LENGTH),
+    AfterValidator(_without_control_characters),
 ]
 
 

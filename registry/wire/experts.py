@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
@@ -223,6 +224,14 @@ class ExpertDetail(ExpertSummary):
     """An expert with all its revisions, oldest first."""
 
     revisions: list[RevisionSummary]
+
+
+class ExpertOrder(StrEnum):
+    """How a listing is ordered. Each ends on the expert's creation, so pages never overlap."""
+
+    created = "created"  # oldest expert first: the order of uploads, and the default
+    recent = "recent"  # the latest revision's creation time, newest first
+    name = "name"  # owner, then name, alphabetically (ignoring capitals)
 
 
 class ExpertPage(BaseModel):

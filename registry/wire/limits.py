@@ -10,3 +10,4 @@ SQL_INTEGER_MAX = 2**31 - 1  # SQL INTEGER columns are 32-bit on PostgreSQL
 MAX_TOKEN_DAYS = 3650
 TOKEN_NAME_PATTERN = rf"[A-Za-z0-9_ .:@-]{{1,{TOKEN_NAME_LENGTH}}}"
 MAX_EXCLUDED = 1000
+LIST_QUERY_LENGTH = 256  # the text a listing searches for (`GET /api/v1/experts?q=`)

@@ -2,31 +2,49 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
 from registry.api.deps import ExpertIdDep, SessionDep, WriterDep
+from registry.api.query_params import refuse_unknown_query_params
 from registry.services import catalog
 from registry.services.answers import expert_detail, expert_summary
-from registry.wire.common import ErrorBody
-from registry.wire.experts import ExpertDetail, ExpertPage
+from registry.wire.common import ErrorBody, ListQuery
+from registry.wire.experts import ExpertDetail, ExpertOrder, ExpertPage
 
 router = APIRouter(prefix="/experts", tags=["experts"])
 MAX_PAGE = 100
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(refuse_unknown_query_params)])
 def list_experts(
     session: SessionDep,
     owner: Annotated[str | None, Query(max_length=96)] = None,
     base_model: Annotated[str | None, Query(max_length=512)] = None,
     peft_type: Annotated[str | None, Query(max_length=32, examples=["LORA", "IA3"])] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[
+        ListQuery | None,
+        Query(
+            description="Text in `owner/name`, the task description or a tag, ignoring capitals "
+            "(`%` and `_` are plain characters).",
+        ),
+    ] = None,
+    sort: Annotated[
+        ExpertOrder,
+        Query(
+            description="`created`: oldest expert first; `recent`: latest revision newest first; "
+            "`name`: owner/name alphabetically."
+        ),
+    ] = ExpertOrder.created,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> ExpertPage:
-    """Live experts, oldest first; filters apply to each expert's latest revision."""
-    filters = catalog.ExpertFilter(owner=owner, base_model=base_model, peft_type=peft_type, tag=tag)
-    rows, total = catalog.list_experts(session, filters, limit=limit, offset=offset)
+    """Live experts, oldest first unless `sort` says otherwise; filters and `q` apply to each
+    expert's latest revision. An unknown parameter answers 422, so a typo is not ignored."""
+    filters = catalog.ExpertFilter(
+        owner=owner, base_model=base_model, peft_type=peft_type, tag=tag, text=q
+    )
+    rows, total = catalog.list_experts(session, filters, limit=limit, offset=offset, order=sort)
     items = [expert_summary(expert, latest) for expert, latest in rows]
     return ExpertPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -25,6 +25,8 @@ from registry.errors import NotFoundError
 from registry.ids import ExpertId
 from registry.services import catalog
 from registry.services.answers import expert_detail, revision_detail
+from registry.wire.common import ListQuery
+from registry.wire.experts import ExpertOrder
 from registry.wire.limits import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH
 from registry.wire.search import SearchRequest
 from retrieval.limits import MAX_K
@@ -36,6 +38,11 @@ router = APIRouter(
 )
 PER_PAGE = 20
 MAX_PAGE_NUMBER = 10**6
+SORT_LABELS = {  # the Browse page's sort menu, in the order it lists them
+    ExpertOrder.created: "Oldest first",
+    ExpertOrder.recent: "Recently updated",
+    ExpertOrder.name: "Name",
+}
 
 
 @router.get("/", name="home")
@@ -95,22 +102,28 @@ def expert_list(
     base_model: Annotated[str, Query(max_length=BASE_MODEL_LENGTH)] = "",
     peft_type: Annotated[str, Query(max_length=32)] = "",
     tag: Annotated[str, Query(max_length=TAG_LENGTH)] = "",
+    q: ListQuery = "",
+    sort: ExpertOrder = ExpertOrder.created,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PER_PAGE,
 ) -> Response:
-    """Live experts, oldest first, filtered like `GET /api/v1/experts`; empty fields match all."""
+    """Live experts, searched, filtered and sorted like `GET /api/v1/experts` (oldest first by
+    default); empty fields match all."""
     filters = catalog.ExpertFilter(
         owner=owner or None,
         base_model=base_model or None,
         peft_type=peft_type or None,
         tag=tag or None,
+        text=q or None,
     )
     rows, total = catalog.list_experts(
-        session, filters, limit=per_page, offset=(page - 1) * per_page
+        session, filters, limit=per_page, offset=(page - 1) * per_page, order=sort
     )
     context = {
         "choices": catalog.filter_choices(session),
         "filters": filters,
+        "sort": sort,
+        "orders": SORT_LABELS,
         "revisions": [revision_detail(latest) for _, latest in rows],
         "total": total,
         "page": page,
