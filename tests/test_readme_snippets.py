@@ -21,11 +21,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 DATA_OPTIONS = ("-d", "--data-urlencode")  # curl's options that send a field
 
 
-def python_block_after(heading: str) -> str:
-    """The first ```python block after the line `heading` in the README."""
+def block_after(heading: str, language: str) -> str:
+    """The first ```language block after the line `heading` in the README, read now (the tests
+    run what the README says today)."""
     text = README.read_text()
     assert heading in text, f"the README no longer has {heading!r}"
-    return text.split(heading, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    return text.split(heading, 1)[1].split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
 def curl_get(marker: str) -> tuple[str, list[tuple[str, str]]]:
@@ -68,7 +69,7 @@ def test_compress_without_the_server_runs_and_writes_a_blob(tmp_path: Path) -> N
     (tmp_path / "my-lora").mkdir()
     (tmp_path / "my-lora" / "adapter_config.json").write_bytes(adapter.config)
     (tmp_path / "my-lora" / "adapter_model.safetensors").write_bytes(adapter.weights)
-    snippet = python_block_after("Compress without the server:")
+    snippet = block_after("Compress without the server:", "python")
     ran = subprocess.run(  # a fresh interpreter, as a user pastes it
         [sys.executable, "-c", snippet],
         cwd=tmp_path,
