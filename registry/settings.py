@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
     max_metadata_bytes: int = Field(default=256 * 1024, gt=0)
     max_config_bytes: int = Field(default=1 * MiB, gt=0)
+    max_model_card_bytes: int = Field(
+        default=256 * 1024, gt=0, description="The largest README.md (model card) an upload keeps."
+    )
     max_tensors: int = Field(
         default=10_000,
         gt=0,

@@ -71,7 +71,9 @@ def fuzz_upload() -> Callable[[bytes], None]:
     from registry.api.upload_parts import UploadLimits, receive_upload
     from registry.errors import InvalidRequestError, PayloadTooLargeError
 
-    limits = UploadLimits(max_body_bytes=4096, max_config_bytes=512, max_metadata_bytes=256)
+    limits = UploadLimits(
+        max_body_bytes=4096, max_config_bytes=512, max_metadata_bytes=256, max_model_card_bytes=256
+    )
 
     def one_input(data: bytes) -> None:
         if len(data) < 2:

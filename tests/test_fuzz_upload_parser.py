@@ -25,7 +25,9 @@ from registry.errors import InvalidRequestError, PayloadTooLargeError
 from registry.wire.experts import CONFIG_PART, METADATA_PART
 from tests.fixtures.registry import Hub, auth
 
-LIMITS = UploadLimits(max_body_bytes=4096, max_config_bytes=512, max_metadata_bytes=256)
+LIMITS = UploadLimits(
+    max_body_bytes=4096, max_config_bytes=512, max_metadata_bytes=256, max_model_card_bytes=256
+)
 CRLF = b"\r\n"
 
 boundaries = st.one_of(

@@ -14,8 +14,8 @@ from registry.wire.experts import RevisionCreated, RevisionDetail
 # `created` and `warnings` say what one upload did, not what the revision is.
 WIRE_ONLY = {"id", "created", "warnings"}
 # The bytes go to the blob store; the metadata fills several; the adapter's own base model stays
-# in the stored adapter config.
-UPLOAD_ONLY = {"blob", "metadata", "recorded_base_model"}
+# in the stored adapter config; the warnings go into the answer.
+UPLOAD_ONLY = {"blob", "metadata", "recorded_base_model", "warnings"}
 
 
 def test_every_revision_field_the_api_answers_is_a_row_attribute_of_that_name() -> None:

@@ -21,25 +21,29 @@ from starlette.requests import Request
 from compeft_core.formats import PICKLE_REFUSED
 from registry.errors import InvalidRequestError, PayloadTooLargeError
 from registry.services.ingest import ReceivedUpload
-from registry.wire.experts import CONFIG_PART, METADATA_PART, WEIGHTS_PART
+from registry.wire.experts import CONFIG_PART, METADATA_PART, MODEL_CARD_PART, WEIGHTS_PART
 
 EXPECTED_PARTS = (CONFIG_PART, WEIGHTS_PART, METADATA_PART)
+OPTIONAL_PARTS = (MODEL_CARD_PART,)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """Byte limits: the whole body, and the two small parts."""
+    """Byte limits: the whole body, and the small parts."""
 
     max_body_bytes: int
     max_config_bytes: int
     max_metadata_bytes: int
+    max_model_card_bytes: int
 
     def for_part(self, name: str) -> int:
         """The most bytes part `name` may have."""
-        return {CONFIG_PART: self.max_config_bytes, METADATA_PART: self.max_metadata_bytes}.get(
-            name, self.max_body_bytes
-        )
+        return {
+            CONFIG_PART: self.max_config_bytes,
+            METADATA_PART: self.max_metadata_bytes,
+            MODEL_CARD_PART: self.max_model_card_bytes,
+        }.get(name, self.max_body_bytes)
 
 
 @dataclass
@@ -89,9 +93,10 @@ class _PartWriter:
         filename = options.get(b"filename", b"").decode("utf-8", errors="replace").lower()
         if name.lower().endswith(PICKLE_SUFFIXES) or filename.endswith(PICKLE_SUFFIXES):
             raise InvalidRequestError(PICKLE_REFUSED)
-        if name not in EXPECTED_PARTS:
+        if name not in EXPECTED_PARTS + OPTIONAL_PARTS:
             raise InvalidRequestError(
-                f"unexpected part {name!r}; send exactly {', '.join(EXPECTED_PARTS)}"
+                f"unexpected part {name!r}; send exactly {', '.join(EXPECTED_PARTS)}, and "
+                f"optionally {', '.join(OPTIONAL_PARTS)}"
             )
         if name in self.paths:
             raise InvalidRequestError(f"part {name!r} was sent twice")
@@ -176,4 +181,5 @@ async def receive_upload(request: Request, folder: Path, limits: UploadLimits) -
         config_path=writer.paths[CONFIG_PART],
         weights_path=writer.paths[WEIGHTS_PART],
         metadata_path=writer.paths[METADATA_PART],
+        model_card_path=writer.paths.get(MODEL_CARD_PART),
     )

@@ -20,9 +20,11 @@ from registry.cli.experts import delete, info, list_experts
 from registry.cli.extras import needs_extra
 from registry.cli.options import (
     Alpha,
+    DatasetFilter,
     Endpoint,
     ExpertArgument,
     Force,
+    LicenseFilter,
     Token,
     open_client,
     output_folder,
@@ -103,6 +105,22 @@ def upload(
             show_default=False,
         ),
     ] = None,
+    license: Annotated[
+        str | None,
+        typer.Option(
+            help="License id, e.g. apache-2.0 (default: `license:` in the folder's README.md "
+            "front matter).",
+            show_default=False,
+        ),
+    ] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Hub id of a training data set (repeatable; default: `datasets:` in the folder's "
+            "README.md front matter).",
+            show_default=False,
+        ),
+    ] = None,
     message: Annotated[
         str | None,
         typer.Option(
@@ -116,7 +134,8 @@ def upload(
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
-    """Upload a PEFT adapter as the next revision of owner/name; the hub compresses it.
+    """Upload a PEFT adapter as the next revision of owner/name; the hub compresses it and keeps
+    the folder's README.md (model card), which `export` writes back.
 
     Uploading what the latest revision already holds makes no new revision: the hub says so and
     answers that revision.
@@ -134,6 +153,8 @@ def upload(
             scale=scale,
             message=message,
             base_model=base_model,
+            license=license,
+            datasets=dataset or None,  # none given: the model card's
         )
     for warning in created.warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -202,6 +223,8 @@ def search(
         list[str] | None,
         typer.Option(help="Only experts with this tag (repeatable).", show_default=False),
     ] = None,
+    license: LicenseFilter = None,
+    dataset: DatasetFilter = None,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
@@ -209,7 +232,14 @@ def search(
     with reported_errors(), open_client(endpoint, token) as client:
         base_model = base_model or _only_base_model(client.base_models())
         hits = client.search(
-            query, example or (), base_model=base_model, k=k, peft_type=peft_type, tags=tag or ()
+            query,
+            example or (),
+            base_model=base_model,
+            k=k,
+            peft_type=peft_type,
+            tags=tag or (),
+            license=license,
+            dataset=dataset,
         )
     table = Table(
         "#",

@@ -9,8 +9,10 @@ import typer
 from rich.table import Table
 
 from registry.cli.options import (
+    DatasetFilter,
     Endpoint,
     ExpertArgument,
+    LicenseFilter,
     Token,
     open_client,
     reported_errors,
@@ -32,6 +34,8 @@ def list_experts(
     tag: Annotated[
         str | None, typer.Option(help="Only experts with this tag.", show_default=False)
     ] = None,
+    license: LicenseFilter = None,
+    dataset: DatasetFilter = None,
     query: Annotated[
         str | None,
         typer.Option(
@@ -60,6 +64,8 @@ def list_experts(
             owner=owner,
             base_model=base_model,
             tag=tag,
+            license=license,
+            dataset=dataset,
             q=query,
             sort=sort,
             limit=limit,
@@ -104,6 +110,13 @@ def info(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None)
         "base model": revision.base_model or "unknown",
         "type": revision.peft_type + ("" if revision.rank is None else f", rank {revision.rank}"),
         "tags": ", ".join(revision.tags) or "none",
+        "license": revision.license or "not given",
+        "datasets": ", ".join(revision.datasets) or "not given",
+        "model card": (
+            "none"
+            if revision.model_card is None
+            else f"README.md, {len(revision.model_card)} chars"
+        ),
         "size": (
             f"{revision.blob_bytes} bytes ({revision.compression_ratio_fp16:.1f}x vs fp16, "
             f"{revision.compression_ratio:.1f}x vs the uploaded {revision.original_dtype} file, "

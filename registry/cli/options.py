@@ -47,6 +47,18 @@ Alpha = Annotated[
         show_default=False,
     ),
 ]
+LicenseFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--license", help="Only experts under this license id, e.g. mit.", show_default=False
+    ),
+]
+DatasetFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset", help="Only experts trained on this data set (its hub id).", show_default=False
+    ),
+]
 
 Force = Annotated[
     bool,

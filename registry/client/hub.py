@@ -20,27 +20,17 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 from tqdm.auto import tqdm
 
-from compeft_core import AdapterFormatError
 from compeft_core.expert import CompressedExpert
-from compeft_core.formats import CONFIG_NAME, PICKLE_NAME, PICKLE_REFUSED, WEIGHTS_NAME
 from registry.client.accounts import AccountCalls
 from registry.client.answers import API, parsed, request_body
 from registry.client.cache import BlobCache
 from registry.client.errors import BadRequestError, LimitExceededError, NotCachedError
 from registry.client.http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HubHttp, RetryPolicy
-from registry.client.refs import ExpertRef
+from registry.client.refs import ExpertRef, expert_path
 from registry.client.settings import ClientLimits, ClientSettings, hub_endpoint
 from registry.client.transfer import download_blob
-from registry.wire.experts import (
-    CONFIG_PART,
-    METADATA_PART,
-    WEIGHTS_PART,
-    ExpertOrder,
-    ExpertPage,
-    RevisionCreated,
-    RevisionDetail,
-    UploadMetadata,
-)
+from registry.client.uploads import UploadCalls
+from registry.wire.experts import MODEL_CARD_NAME, ExpertOrder, ExpertPage, RevisionDetail
 from registry.wire.search import BaseModelList, SearchRequest, SearchResponse, SearchResult
 
 if TYPE_CHECKING:
@@ -61,15 +51,11 @@ def _torch_float32() -> torch.dtype:
     return torch.float32
 
 
-def _expert_path(ref: ExpertRef) -> str:
-    return f"{API}/experts/{ref.owner}/{ref.name}"
-
-
 def _revision_path(ref: ExpertRef) -> str:
-    return f"{_expert_path(ref)}/revisions/{ref.revision}"
+    return f"{expert_path(ref)}/revisions/{ref.revision}"
 
 
-class HubClient(AccountCalls):
+class HubClient(UploadCalls, AccountCalls):
     """A connection to one hub and one local cache. Use it as a context manager, or `close()`.
 
     Every argument left as None comes from the environment (settings.py): COMPEFT_HUB_ENDPOINT,
@@ -131,85 +117,13 @@ class HubClient(AccountCalls):
     ) -> None:
         self.close()
 
-    # --- writes -------------------------------------------------------------------------------
-
-    def upload(
-        self,
-        folder: str | Path,
-        expert: str,
-        *,
-        description: str,
-        samples: Iterable[str] = (),
-        tags: Iterable[str] = (),
-        density: float | None = None,
-        scope: str | None = None,
-        alpha: float | None = None,
-        parent_revision: int | None = None,
-        factorisation: str | None = None,
-        scale: str | None = None,
-        message: str | None = None,
-        base_model: str | None = None,
-    ) -> RevisionCreated:
-        """Upload a PEFT folder (adapter_config.json + adapter_model.safetensors) as the next
-        revision of `owner/name`; the hub compresses it. Creates the expert on first upload.
-
-        The metadata is checked here first, so a typo fails before any byte is sent. Only a failed
-        connect or 502/503/504 is retried: anything else may have created the revision already.
-        `parent_revision` makes the upload fail with ConflictError unless it is the expert's
-        latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`
-        and `scale` left as None take the hub's defaults (`compeft_core.compress` explains them).
-        `base_model` names the base model's hub id where the adapter config records a local path
-        (the answer's `warnings` say when it looks like one). `message` says what the revision
-        changes. Uploading what the latest revision holds again makes no revision: the answer is
-        that one, with `created` false.
-        """
-        if "@" in expert:
-            raise BadRequestError(
-                f"upload to {expert!r}: give owner/name; the hub numbers revisions itself"
-            )
-        ref = ExpertRef.parse(expert)
-        folder = Path(folder)
-        config, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        if not weights.is_file() and (folder / PICKLE_NAME).is_file():
-            raise AdapterFormatError(PICKLE_REFUSED)
-        for path in (config, weights):
-            if not path.is_file():
-                raise AdapterFormatError(f"{folder} is not a PEFT adapter folder: no {path.name}")
-        metadata = request_body(
-            UploadMetadata,
-            "metadata",
-            task_description=description,
-            sample_inputs=list(samples),
-            tags=list(tags),
-            density=density,
-            scope=scope,
-            alpha=alpha,
-            parent_revision=parent_revision,
-            factorisation=factorisation,
-            scale=scale,
-            message=message,
-            base_model=base_model,
-        )
-
-        def send() -> httpx.Response:
-            with config.open("rb") as config_file, weights.open("rb") as weights_file:
-                return self._http.send(
-                    "POST",
-                    f"{_expert_path(ref)}/revisions",
-                    files={
-                        CONFIG_PART: (CONFIG_NAME, config_file, "application/json"),
-                        WEIGHTS_PART: (WEIGHTS_NAME, weights_file, "application/octet-stream"),
-                    },
-                    data={METADATA_PART: metadata.model_dump_json(exclude_none=True)},
-                )
-
-        return parsed(RevisionCreated, self._http.call(send, idempotent=False))
+    # --- writes (and `upload`, from UploadCalls) -----------------------------------------
 
     def delete(self, expert: str) -> None:
         """Soft-delete `owner/name` with all its revisions (owner only); the name is free again."""
         if "@" in expert:
             raise BadRequestError(f"{expert!r}: delete removes the whole expert; give owner/name")
-        self._http.request("DELETE", _expert_path(ExpertRef.parse(expert)))
+        self._http.request("DELETE", expert_path(ExpertRef.parse(expert)))
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -220,6 +134,8 @@ class HubClient(AccountCalls):
         base_model: str | None = None,
         peft_type: str | None = None,
         tag: str | None = None,
+        license: str | None = None,
+        dataset: str | None = None,
         q: str | None = None,
         sort: ExpertOrder | str = ExpertOrder.created,
         limit: int = 20,
@@ -233,6 +149,8 @@ class HubClient(AccountCalls):
             "base_model": base_model,
             "peft_type": peft_type,
             "tag": tag,
+            "license": license,
+            "dataset": dataset,
             "q": q,
             "sort": str(sort),  # a bad one: the hub's 422 names the choices
         }
@@ -252,6 +170,8 @@ class HubClient(AccountCalls):
         peft_type: str | None = None,
         tags: Iterable[str] = (),
         exclude: Iterable[str] = (),
+        license: str | None = None,
+        dataset: str | None = None,
     ) -> list[SearchResult]:
         """The k experts of `base_model` whose task is closest to `query` and/or `examples`
         (inputs of the task), best first, each with its latest revision.
@@ -269,6 +189,8 @@ class HubClient(AccountCalls):
             peft_type=peft_type,
             tags=list(tags),
             exclude=list(exclude),
+            license=license,
+            dataset=dataset,
         )
         response = self._http.request(
             "POST", f"{API}/search", json=request.model_dump(mode="json", exclude_none=True)
@@ -393,11 +315,15 @@ class HubClient(AccountCalls):
         dtype: torch.dtype | None = None,
     ) -> Path:
         """Write the decompressed adapter (float32 unless `dtype` says otherwise) as a folder
-        `peft.PeftModel.from_pretrained` loads. Needs torch."""
+        `peft.PeftModel.from_pretrained` loads, with the model card (README.md) uploaded with
+        it. Needs torch."""
         dtype = dtype if dtype is not None else _torch_float32()
         from compeft_core.export import export_adapter
 
         revision, compressed = self.fetch(expert, dtype=dtype)
-        return export_adapter(
+        folder = export_adapter(
             compressed, revision.exported_config(), Path(path), alpha=alpha, dtype=dtype
         )
+        if revision.model_card is not None:
+            (folder / MODEL_CARD_NAME).write_text(revision.model_card, encoding="utf-8")
+        return folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from registry.client.answers import API
 from registry.client.errors import BadRequestError
 from registry.errors import InvalidRequestError
 from registry.ids import ExpertId
@@ -51,3 +52,8 @@ class ExpertRef:
 
     def __str__(self) -> str:
         return f"{self.expert_id}@{self.revision}"
+
+
+def expert_path(ref: ExpertRef) -> str:
+    """The expert's URL path under the API (the revision is not part of it)."""
+    return f"{API}/experts/{ref.owner}/{ref.name}"

@@ -41,7 +41,14 @@ from sqlalchemy.types import TypeDecorator
 
 from registry.wire.common import Summary
 from registry.wire.experts import FidelitySummary
-from registry.wire.limits import BASE_MODEL_LENGTH, ID_PART_LENGTH, TAG_LENGTH, TOKEN_NAME_LENGTH
+from registry.wire.limits import (
+    BASE_MODEL_LENGTH,
+    DATASET_LENGTH,
+    ID_PART_LENGTH,
+    LICENSE_LENGTH,
+    TAG_LENGTH,
+    TOKEN_NAME_LENGTH,
+)
 
 SHA256_HEX_LENGTH = 64
 EMBEDDER_LENGTH = 128
@@ -210,11 +217,16 @@ class Revision(Base):
     task_description: Mapped[str] = mapped_column(Text)
     sample_inputs: Mapped[list[str]] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(Text)
+    license: Mapped[str | None] = mapped_column(String(LICENSE_LENGTH), index=True)
+    model_card: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
     expert: Mapped[Expert] = relationship(back_populates="revisions")
     tag_rows: Mapped[list[RevisionTag]] = relationship(
         cascade="all, delete-orphan", order_by="RevisionTag.tag", lazy="selectin"
+    )
+    dataset_rows: Mapped[list[RevisionDataset]] = relationship(
+        cascade="all, delete-orphan", order_by="RevisionDataset.dataset", lazy="selectin"
     )
     embedding: Mapped[RevisionEmbedding | None] = relationship(cascade="all, delete-orphan")
 
@@ -227,6 +239,11 @@ class Revision(Base):
     def tags(self) -> list[str]:
         """The tags as plain strings, sorted."""
         return [tag.tag for tag in self.tag_rows]
+
+    @property
+    def datasets(self) -> list[str]:
+        """The training data sets' ids, sorted."""
+        return [row.dataset for row in self.dataset_rows]
 
     @property
     def compression_ratio(self) -> float:
@@ -278,6 +295,17 @@ class RevisionTag(Base):
         ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
     )
     tag: Mapped[str] = mapped_column(String(TAG_LENGTH), primary_key=True, index=True)
+
+
+class RevisionDataset(Base):
+    """One training data set of one revision; a table so experts can be filtered by data set."""
+
+    __tablename__ = "revision_datasets"
+
+    revision_id: Mapped[int] = mapped_column(
+        ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset: Mapped[str] = mapped_column(String(DATASET_LENGTH), primary_key=True, index=True)
 
 
 class RevisionEmbedding(Base):

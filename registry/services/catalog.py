@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session, contains_eager
 
 from registry.db.index_log import record_changes
-from registry.db.models import Expert, Revision, RevisionTag, User, utc_now
+from registry.db.models import Expert, Revision, RevisionDataset, RevisionTag, User, utc_now
 from registry.errors import InvalidRequestError, NotFoundError
 from registry.ids import ExpertId
 from registry.services.accounts import Caller, authorize_write
@@ -32,6 +32,8 @@ class ExpertFilter:
     base_model: str | None = None
     peft_type: str | None = None
     tag: str | None = None
+    license: str | None = None
+    dataset: str | None = None  # matched ignoring capitals
     text: str | None = None  # in owner/name, task description or a tag, ignoring capitals
 
 
@@ -86,6 +88,16 @@ def list_experts(
         query = query.where(
             Revision.id.in_(
                 select(RevisionTag.revision_id).where(RevisionTag.tag == tag_form(filters.tag))
+            )
+        )
+    if filters.license is not None:
+        query = query.where(Revision.license == filters.license.lower())
+    if filters.dataset is not None:
+        query = query.where(
+            Revision.id.in_(
+                select(RevisionDataset.revision_id).where(
+                    func.lower(RevisionDataset.dataset) == filters.dataset.lower()
+                )
             )
         )
     if filters.text is not None:

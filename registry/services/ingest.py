@@ -25,6 +25,7 @@ from registry.errors import (
     describe_validation_errors,
 )
 from registry.services.answers import fidelity_summary
+from registry.services.model_cards import ModelCard, read_model_card
 from registry.settings import Settings
 from registry.wire.common import Summary
 from registry.wire.experts import FidelitySummary, UploadMetadata
@@ -38,6 +39,7 @@ class ReceivedUpload:
     config_path: Path
     weights_path: Path
     metadata_path: Path
+    model_card_path: Path | None = None  # the optional README.md
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,11 @@ class CompressedUpload:
     lora_alpha: float | None
     target_modules: list[str]
     adapter_config_text: str
+    model_card: str | None
+    license: str | None  # the upload's, else the model card's
+    datasets: list[str]  # the upload's, else the model card's
     metadata: UploadMetadata
+    warnings: list[str]  # about the model card's front matter
 
 
 def parse_metadata(path: Path) -> UploadMetadata:
@@ -85,7 +91,9 @@ def compress_upload(
     received: ReceivedUpload, metadata: UploadMetadata, settings: Settings
 ) -> CompressedUpload:
     """Validate the adapter (compeft_core raises CompeftError subclasses), compress it with the
-    upload's choices (the server's defaults where it made none) and measure its fidelity."""
+    upload's choices (the server's defaults where it made none) and measure its fidelity.
+    The model card is read first: a card that is not text fails before any compression."""
+    card = read_model_card(received.model_card_path) or ModelCard(text="")
     adapter = read_adapter(
         received.config_path, received.weights_path, max_tensors=settings.max_tensors
     )
@@ -123,7 +131,11 @@ def compress_upload(
         lora_alpha=adapter.lora_alpha,
         target_modules=list(adapter.target_modules),
         adapter_config_text=config_text,
+        model_card=card.text or None,
+        license=metadata.license or card.license,
+        datasets=card.datasets if metadata.datasets is None else metadata.datasets,
         metadata=metadata,
+        warnings=card.warnings,
     )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry.db.index_log import record_changes
-from registry.db.models import Expert, Revision, RevisionTag, User
+from registry.db.models import Expert, Revision, RevisionDataset, RevisionTag, User
 from registry.errors import ConflictError
 from registry.ids import ExpertId
 from registry.services import blob_claims
@@ -192,5 +192,8 @@ def _revision_row(upload: CompressedUpload, *, expert: Expert, number: int) -> R
         task_description=upload.metadata.task_description,
         sample_inputs=upload.metadata.sample_inputs,
         message=upload.metadata.message,
+        license=upload.license,
+        model_card=upload.model_card,
         tag_rows=[RevisionTag(tag=tag) for tag in upload.metadata.tags],
+        dataset_rows=[RevisionDataset(dataset=dataset) for dataset in upload.datasets],
     )

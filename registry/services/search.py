@@ -23,6 +23,7 @@ from registry.errors import CorruptRecordError, listed_names
 from registry.ids import ExpertId
 from registry.services.answers import revision_detail
 from registry.services.catalog import live_experts_with_latest
+from registry.services.facets import facets_of, required_facets
 from registry.services.vectors import (
     decode_description,
     decode_lexical,
@@ -105,7 +106,7 @@ class ExpertSearch:
             request.base_model,
             request.k,
             peft_type=request.peft_type,
-            tags=request.tags,
+            tags=[*request.tags, *required_facets(request.license, request.dataset)],
             exclude=excluded,
             second_stage=stage,
         )
@@ -150,9 +151,10 @@ class ExpertSearch:
         )
         if condition is not None:
             searchable = searchable.where(condition)
-        tags: dict[int, set[str]] = {}
+        revision_ids = searchable.with_only_columns(Revision.id)
+        tags: dict[int, set[str]] = facets_of(session, revision_ids)
         tag_rows = select(RevisionTag.revision_id, RevisionTag.tag).where(
-            RevisionTag.revision_id.in_(searchable.with_only_columns(Revision.id))
+            RevisionTag.revision_id.in_(revision_ids)
         )
         for revision_id, tag in session.execute(tag_rows):
             tags.setdefault(revision_id, set()).add(tag)

@@ -3,8 +3,8 @@
 Like a commit with no changes, which `huggingface_hub` skips: uploading the same folder twice
 (a retried script, a re-run notebook) would otherwise leave revisions that differ in nothing but
 their number. "Identical" means the same content: the blob (weights, adapter config and the
-compression choices, which its sha256 covers), the base model and the searchable metadata. The
-message is not content: a new message alone creates no revision.
+compression choices, which its sha256 covers), the base model, the searchable metadata and the
+model card with its license and data sets. The message is not content: a new message alone creates no revision.
 """
 
 from __future__ import annotations
@@ -31,7 +31,16 @@ def unchanged_answer(latest: Revision | None, upload: CompressedUpload) -> Revis
 
 
 def _content(row: Revision) -> tuple[Any, ...]:
-    return (row.blob_sha256, row.base_model, row.task_description, row.sample_inputs, row.tags)
+    return (
+        row.blob_sha256,
+        row.base_model,
+        row.task_description,
+        row.sample_inputs,
+        row.tags,
+        row.license,
+        row.datasets,
+        row.model_card,
+    )
 
 
 def _uploaded_content(upload: CompressedUpload) -> tuple[Any, ...]:
@@ -42,4 +51,7 @@ def _uploaded_content(upload: CompressedUpload) -> tuple[Any, ...]:
         metadata.task_description,
         metadata.sample_inputs,
         metadata.tags,
+        upload.license,
+        upload.datasets,
+        upload.model_card,
     )

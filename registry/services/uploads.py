@@ -53,7 +53,7 @@ def compress_and_publish(
     upload = compress_upload(received, metadata, services.settings)
     latest = catalog.latest_revision(services.session, expert_id)
     unchanged = unchanged_answer(latest, upload)
-    warnings = base_model_warnings(upload, latest)
+    warnings = [*upload.warnings, *base_model_warnings(upload, latest)]
     services.session.rollback()  # no transaction held while embedding
     if unchanged is not None:
         return unchanged

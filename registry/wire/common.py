@@ -9,7 +9,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from registry.wire.limits import BASE_MODEL_LENGTH, LIST_QUERY_LENGTH, MESSAGE_LENGTH, TAG_LENGTH
+from registry.wire.limits import (
+    BASE_MODEL_LENGTH,
+    DATASET_LENGTH,
+    LICENSE_LENGTH,
+    LIST_QUERY_LENGTH,
+    MESSAGE_LENGTH,
+    TAG_LENGTH,
+)
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -83,6 +90,39 @@ ListQuery = Annotated[
     str,
     StringConstraints(max_length=LIST_QUERY_LENGTH),
     AfterValidator(_without_control_characters),
+]
+
+
+def _valid_license(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", text):
+        raise ValueError(
+            f"license {text!r}: give a license id as the Hugging Face Hub has them, such as "
+            "apache-2.0, mit or cc-by-4.0 (letters, digits and - . + only), or other"
+        )
+    return text
+
+
+# Licenses as the Hugging Face Hub names them (`apache-2.0`), matched in lower case.
+License = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, max_length=LICENSE_LENGTH),
+    AfterValidator(_valid_license),
+]
+
+
+def _valid_dataset(text: str) -> str:
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", text):
+        raise ValueError(
+            f"dataset {text!r}: give a data set's hub id, such as cnn_dailymail or "
+            "abisee/cnn_dailymail (letters, digits, - _ . and at most one /)"
+        )
+    return text
+
+
+DatasetId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=DATASET_LENGTH),
+    AfterValidator(_valid_dataset),
 ]
 
 

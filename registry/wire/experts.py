@@ -11,14 +11,16 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from compeft_core.formats import CONFIG_NAME, FLOAT32_MAX, WEIGHTS_NAME
 from registry.wire.common import (
     BaseModelId,
+    DatasetId,
     FiniteFloat,
+    License,
     RevisionMessage,
     SampleInput,
     Summary,
     Tag,
     TaskDescription,
 )
-from registry.wire.limits import SQL_INTEGER_MAX
+from registry.wire.limits import MAX_DATASETS, SQL_INTEGER_MAX
 
 # Built from a registry.db.models.Revision row too (from_attributes): the row's attributes carry
 # these names. Only `id` differs: on the row it is the key, so its `owner/name` is read from
@@ -36,6 +38,8 @@ def _expert_id() -> Any:
 CONFIG_PART = CONFIG_NAME
 WEIGHTS_PART = WEIGHTS_NAME
 METADATA_PART = "metadata"
+# Optional: the adapter folder's model card, kept with the revision and written back by export.
+MODEL_CARD_PART = MODEL_CARD_NAME = "README.md"
 
 
 class UploadMetadata(BaseModel):
@@ -88,6 +92,17 @@ class UploadMetadata(BaseModel):
         "the adapter config's base_model_name_or_path (a local path there is warned about). "
         "Search and exported configs use it.",
     )
+    license: License | None = Field(
+        default=None,
+        description="The expert's license id, e.g. apache-2.0; unset: the model card's "
+        "`license:` (YAML front matter), if any. Listing and search filter on it.",
+    )
+    datasets: list[DatasetId] | None = Field(
+        default=None,
+        max_length=MAX_DATASETS,
+        description="Hub ids of the data sets it was trained on; unset: the model card's "
+        "`datasets:`, if any. Listing and search filter on them.",
+    )
     message: RevisionMessage | None = Field(
         default=None,
         description="What this revision changes, like a commit message; shown with the revision. "
@@ -99,6 +114,11 @@ class UploadMetadata(BaseModel):
     @classmethod
     def _unique_tags(cls, tags: list[str]) -> list[str]:
         return sorted(set(tags))
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_datasets(cls, datasets: list[str] | None) -> list[str] | None:
+        return None if datasets is None else sorted(set(datasets))
 
 
 class FidelitySummary(BaseModel):
@@ -169,6 +189,8 @@ class RevisionSummary(BaseModel):
     density: FiniteFloat
     scope: str
     message: str | None = Field(default=None, description="The uploader's message, if any.")
+    license: str | None = Field(default=None, description="License id, e.g. apache-2.0.")
+    datasets: list[str] = Field(default_factory=list, description="Training data sets' hub ids.")
 
 
 class RevisionDetail(RevisionSummary):
@@ -199,6 +221,9 @@ class RevisionDetail(RevisionSummary):
     adapter_config: dict[str, Any]
     sample_inputs: list[str]
     blob_missing: bool = Field(description="Set by `compeft-hub fsck --repair`: the blob is lost.")
+    model_card: str | None = Field(
+        default=None, description="The adapter folder's README.md as uploaded (Markdown)."
+    )
 
     def exported_config(self) -> dict[str, Any]:
         """`adapter_config` as clients write it: with the hub's base model (which the upload may

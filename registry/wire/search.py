@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from registry.wire.common import FiniteFloat, Tag
+from registry.wire.common import DatasetId, FiniteFloat, License, Tag
 from registry.wire.experts import RevisionDetail
 from registry.wire.limits import BASE_MODEL_LENGTH, MAX_EXCLUDED
 from retrieval.limits import MAX_K, MAX_QUERY_CHARS, MAX_QUERY_EXAMPLES
@@ -32,6 +32,10 @@ class SearchRequest(BaseModel):
         default=None, examples=["LORA", "IA3"]
     )
     tags: list[Tag] = Field(default_factory=list, max_length=32, description="All must match.")
+    license: License | None = Field(default=None, description="Only experts under this license.")
+    dataset: DatasetId | None = Field(
+        default=None, description="Only experts trained on this data set (any case)."
+    )
     k: int = Field(default=10, ge=1, le=MAX_K, description="How many experts at most.")
     exclude: list[str] = Field(
         default_factory=list, max_length=MAX_EXCLUDED, description="`owner/name`s to leave out."

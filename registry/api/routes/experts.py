@@ -8,7 +8,7 @@ from registry.api.deps import ExpertIdDep, SessionDep, WriterDep
 from registry.api.query_params import refuse_unknown_query_params
 from registry.services import catalog
 from registry.services.answers import expert_detail, expert_summary
-from registry.wire.common import ErrorBody, ListQuery
+from registry.wire.common import DatasetId, ErrorBody, License, ListQuery
 from registry.wire.experts import ExpertDetail, ExpertOrder, ExpertPage
 
 router = APIRouter(prefix="/experts", tags=["experts"])
@@ -22,6 +22,10 @@ def list_experts(
     base_model: Annotated[str | None, Query(max_length=512)] = None,
     peft_type: Annotated[str | None, Query(max_length=32, examples=["LORA", "IA3"])] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
+    license: Annotated[License | None, Query(description="A license id, e.g. mit.")] = None,
+    dataset: Annotated[
+        DatasetId | None, Query(description="A training data set's id (any case).")
+    ] = None,
     q: Annotated[
         ListQuery | None,
         Query(
@@ -42,7 +46,13 @@ def list_experts(
     """Live experts, oldest first unless `sort` says otherwise; filters and `q` apply to each
     expert's latest revision. An unknown parameter answers 422, so a typo is not ignored."""
     filters = catalog.ExpertFilter(
-        owner=owner, base_model=base_model, peft_type=peft_type, tag=tag, text=q
+        owner=owner,
+        base_model=base_model,
+        peft_type=peft_type,
+        tag=tag,
+        license=license,
+        dataset=dataset,
+        text=q,
     )
     rows, total = catalog.list_experts(session, filters, limit=limit, offset=offset, order=sort)
     items = [expert_summary(expert, latest) for expert, latest in rows]

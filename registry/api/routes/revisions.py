@@ -23,6 +23,7 @@ from registry.wire.common import ErrorBody
 from registry.wire.experts import (
     CONFIG_PART,
     METADATA_PART,
+    MODEL_CARD_PART,
     WEIGHTS_PART,
     RevisionCreated,
     RevisionDetail,
@@ -46,6 +47,7 @@ _UPLOAD_BODY = {
                         CONFIG_PART: {"type": "string", "format": "binary"},
                         WEIGHTS_PART: {"type": "string", "format": "binary"},
                         METADATA_PART: UploadMetadata.model_json_schema(),
+                        MODEL_CARD_PART: {"type": "string", "format": "binary"},
                     },
                 },
                 "encoding": {METADATA_PART: {"contentType": "application/json"}},
@@ -80,6 +82,7 @@ async def upload_revision(
         max_body_bytes=settings.max_upload_bytes,
         max_config_bytes=settings.max_config_bytes,
         max_metadata_bytes=settings.max_metadata_bytes,
+        max_model_card_bytes=settings.max_model_card_bytes,
     )
     # The parts live in a temporary folder that is removed however the upload ends.
     with tempfile.TemporaryDirectory(prefix="compeft-hub-upload-") as folder:

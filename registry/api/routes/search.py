@@ -36,6 +36,8 @@ def search_in_query(
     base_model: Annotated[str | None, _described("base_model")] = None,
     peft_type: Annotated[str | None, _described("peft_type", examples=["LORA", "IA3"])] = None,
     tags: Annotated[list[str], _described("tags")] = [],  # noqa: B006
+    license: Annotated[str | None, _described("license")] = None,
+    dataset: Annotated[str | None, _described("dataset")] = None,
     k: Annotated[int | None, _described("k")] = None,
     exclude: Annotated[list[str], _described("exclude")] = [],  # noqa: B006
 ) -> SearchRequest:
@@ -48,6 +50,8 @@ def search_in_query(
         "base_model": base_model,
         "peft_type": peft_type,
         "tags": tags,
+        "license": license,
+        "dataset": dataset,
         "k": k,
         "exclude": exclude,
     }

@@ -1,12 +1,14 @@
 """How pages are answered: one Jinja2 environment, security headers, HTML error pages.
 
 Autoescaping is on for every template, so whatever a user uploaded (descriptions, sample inputs,
-tags, names) reaches the browser as text. The Content-Security-Policy allows this site's own
+tags, names) reaches the browser as text. Model cards are Markdown, rendered with raw HTML
+escaped too (markdown-it with `html` off, whose links refuse javascript: and data: URLs). The Content-Security-Policy allows this site's own
 stylesheet and script only: no inline script could run even if something slipped through.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -15,6 +17,8 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from registry.api.http_errors import STATUS_BY_FAMILY, ErrorAnswer, error_answer
 
@@ -36,15 +40,30 @@ PAGE_TITLES = {
     503: "Temporarily unavailable",
 }
 
-templates = Jinja2Templates(
-    env=Environment(
-        loader=PackageLoader("registry.api.web"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?^---[ \t]*$\r?\n?", re.DOTALL | re.MULTILINE)
+
+
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
+def markdown(text: str) -> Markup:
+    """A model card as HTML: its YAML front matter left out (the page shows license and data
+    sets itself), HTML comments dropped (peft's card template is full of them; a browser would
+    not show them), any other raw HTML escaped."""
+    body = _HTML_COMMENT.sub("", _FRONT_MATTER.sub("", text, count=1))
+    return Markup(_MARKDOWN.render(body))
+
+
+_environment = Environment(
+    loader=PackageLoader("registry.api.web"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
+_environment.filters["markdown"] = markdown
+templates = Jinja2Templates(env=_environment)
 
 
 def render(
