@@ -152,7 +152,7 @@ def test_listing_and_search_filter_on_license_and_dataset(hub: Hub) -> None:
 def test_the_expert_page_renders_the_card_with_html_escaped(hub: Hub) -> None:
     card_upload(hub, "alice/trivia", CARD)
     html = hub.client.get("/experts/alice/trivia").text
-    assert "<h1>Trivia expert</h1>" in html and "<strong>one</strong>" in html
+    assert "<h3>Trivia expert</h3>" in html and "<strong>one</strong>" in html  # under the h2
     assert "<th>accuracy</th>" in html  # tables, as model cards use them
     assert "&lt;script&gt;alert(&quot;card&quot;)&lt;/script&gt;" in html
     assert 'href="javascript:' not in html and '<a href="https://arxiv.org/abs/2311.13171">' in html

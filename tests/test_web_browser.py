@@ -104,6 +104,15 @@ def test_open_an_expert_and_follow_a_revision(page: Page, web_site: WebSite) -> 
         "pip install 'compeft-hub[torch]' peft\n"
         f"compeft-hub export alice/trivia@2 ./alice--trivia --endpoint {web_site.url}"
     )
+    card = page.get_by_role("region", name="Model card")
+    expect(card.get_by_role("heading", name="Trivia expert")).to_be_visible()
+    expect(card.locator("table td").first).to_have_text("dev")
+    expect(page.locator(".provenance")).to_contain_text("License apache-2.0")
+    expect(page.locator(".provenance")).to_contain_text("Trained on squad, trivia_qa")
+    expect(page.locator(".revisions .message")).to_have_text(
+        "Trained on <em>twice</em> the questions;\ntagged v2."
+    )
+    screenshot(page, "expert-desktop")
 
     page.get_by_role("link", name="Revision 1").click()
     expect(page.locator("h1")).to_have_text("alice/trivia @ 1")

@@ -93,36 +93,38 @@ ListQuery = Annotated[
 ]
 
 
-def _valid_license(text: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", text):
-        raise ValueError(
-            f"license {text!r}: give a license id as the Hugging Face Hub has them, such as "
-            "apache-2.0, mit or cc-by-4.0 (letters, digits and - . + only), or other"
-        )
-    return text
+def _hub_id(what: str, pattern: str, explained: str) -> AfterValidator:
+    """A validator of ids spelled as on the Hugging Face Hub: `pattern`, else a ValueError
+    naming the value and saying, in `explained`, what to give instead."""
+
+    def valid(text: str) -> str:
+        if not re.fullmatch(pattern, text):
+            raise ValueError(f"{what} {text!r}: {explained}")
+        return text
+
+    return AfterValidator(valid)
 
 
 # Licenses as the Hugging Face Hub names them (`apache-2.0`), matched in lower case.
 License = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_lower=True, max_length=LICENSE_LENGTH),
-    AfterValidator(_valid_license),
+    _hub_id(
+        "license",
+        r"[a-z0-9][a-z0-9.+-]*",
+        "give a license id as the Hugging Face Hub has them, such as apache-2.0, mit or "
+        "cc-by-4.0 (letters, digits and - . + only), or other",
+    ),
 ]
-
-
-def _valid_dataset(text: str) -> str:
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", text):
-        raise ValueError(
-            f"dataset {text!r}: give a data set's hub id, such as cnn_dailymail or "
-            "abisee/cnn_dailymail (letters, digits, - _ . and at most one /)"
-        )
-    return text
-
-
 DatasetId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=DATASET_LENGTH),
-    AfterValidator(_valid_dataset),
+    _hub_id(
+        "dataset",
+        r"[\w.-]+(/[\w.-]+)?",
+        "give a data set's hub id, such as cnn_dailymail or abisee/cnn_dailymail (letters, "
+        "digits, - _ . and at most one /)",
+    ),
 ]
 
 

@@ -47,12 +47,20 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?^---[ \t]*$\r?\n?", re.DOTALL | 
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
+CARD_HEADING_SHIFT = 2  # the card sits under the page's h1 and its own "Model card" h2
+
+
 def markdown(text: str) -> Markup:
     """A model card as HTML: its YAML front matter left out (the page shows license and data
     sets itself), HTML comments dropped (peft's card template is full of them; a browser would
-    not show them), any other raw HTML escaped."""
+    not show them), any other raw HTML escaped, and its headings moved down two levels (a
+    card's `# Title` is an h3 of the page, which has one h1)."""
     body = _HTML_COMMENT.sub("", _FRONT_MATTER.sub("", text, count=1))
-    return Markup(_MARKDOWN.render(body))
+    tokens = _MARKDOWN.parse(body)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1:]) + CARD_HEADING_SHIFT, 6)}"
+    return Markup(_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {}))
 
 
 _environment = Environment(
