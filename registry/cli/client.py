@@ -26,6 +26,7 @@ from registry.cli.options import (
     Force,
     LicenseFilter,
     Token,
+    VariantFilter,
     open_client,
     output_folder,
     reported_errors,
@@ -105,6 +106,14 @@ def upload(
             show_default=False,
         ),
     ] = None,
+    base_model_variant: Annotated[
+        str | None,
+        typer.Option(
+            help="The base model as the adapter was trained on it: full-precision, or its "
+            "quantisation, e.g. nf4 or rtn-4bit-g128 (default: not stated).",
+            show_default=False,
+        ),
+    ] = None,
     license: Annotated[
         str | None,
         typer.Option(
@@ -153,6 +162,7 @@ def upload(
             scale=scale,
             message=message,
             base_model=base_model,
+            base_model_variant=base_model_variant,
             license=license,
             datasets=dataset or None,  # none given: the model card's
         )
@@ -225,6 +235,7 @@ def search(
     ] = None,
     license: LicenseFilter = None,
     dataset: DatasetFilter = None,
+    base_model_variant: VariantFilter = None,
     endpoint: Endpoint = None,
     token: Token = None,
 ) -> None:
@@ -240,6 +251,7 @@ def search(
             tags=tag or (),
             license=license,
             dataset=dataset,
+            base_model_variant=base_model_variant,
         )
     table = Table(
         "#",

@@ -14,6 +14,7 @@ from registry.cli.options import (
     ExpertArgument,
     LicenseFilter,
     Token,
+    VariantFilter,
     open_client,
     reported_errors,
     table_console,
@@ -36,6 +37,7 @@ def list_experts(
     ] = None,
     license: LicenseFilter = None,
     dataset: DatasetFilter = None,
+    base_model_variant: VariantFilter = None,
     query: Annotated[
         str | None,
         typer.Option(
@@ -66,6 +68,7 @@ def list_experts(
             tag=tag,
             license=license,
             dataset=dataset,
+            base_model_variant=base_model_variant,
             q=query,
             sort=sort,
             limit=limit,
@@ -107,7 +110,8 @@ def info(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None)
         "created": format_utc(revision.created_at),
         "message": revision.message or "none",
         "task": revision.task_description,
-        "base model": revision.base_model or "unknown",
+        "base model": (revision.base_model or "unknown")
+        + (f", trained on {revision.base_model_variant}" if revision.base_model_variant else ""),
         "type": revision.peft_type + ("" if revision.rank is None else f", rank {revision.rank}"),
         "tags": ", ".join(revision.tags) or "none",
         "license": revision.license or "not given",

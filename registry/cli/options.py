@@ -59,6 +59,15 @@ DatasetFilter = Annotated[
         "--dataset", help="Only experts trained on this data set (its hub id).", show_default=False
     ),
 ]
+VariantFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--base-model-variant",
+        help="Only experts trained on this variant of the base model: full-precision, or its "
+        "quantisation (e.g. nf4, rtn-4bit-g128).",
+        show_default=False,
+    ),
+]
 
 Force = Annotated[
     bool,

@@ -136,6 +136,7 @@ class HubClient(UploadCalls, AccountCalls):
         tag: str | None = None,
         license: str | None = None,
         dataset: str | None = None,
+        base_model_variant: str | None = None,
         q: str | None = None,
         sort: ExpertOrder | str = ExpertOrder.created,
         limit: int = 20,
@@ -151,6 +152,7 @@ class HubClient(UploadCalls, AccountCalls):
             "tag": tag,
             "license": license,
             "dataset": dataset,
+            "base_model_variant": base_model_variant,
             "q": q,
             "sort": str(sort),  # a bad one: the hub's 422 names the choices
         }
@@ -172,6 +174,7 @@ class HubClient(UploadCalls, AccountCalls):
         exclude: Iterable[str] = (),
         license: str | None = None,
         dataset: str | None = None,
+        base_model_variant: str | None = None,
     ) -> list[SearchResult]:
         """The k experts of `base_model` whose task is closest to `query` and/or `examples`
         (inputs of the task), best first, each with its latest revision.
@@ -191,6 +194,7 @@ class HubClient(UploadCalls, AccountCalls):
             exclude=list(exclude),
             license=license,
             dataset=dataset,
+            base_model_variant=base_model_variant,
         )
         response = self._http.request(
             "POST", f"{API}/search", json=request.model_dump(mode="json", exclude_none=True)

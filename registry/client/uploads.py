@@ -46,6 +46,7 @@ class UploadCalls:
         scale: str | None = None,
         message: str | None = None,
         base_model: str | None = None,
+        base_model_variant: str | None = None,
         license: str | None = None,
         datasets: Iterable[str] | None = None,
     ) -> RevisionCreated:
@@ -59,7 +60,8 @@ class UploadCalls:
         latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`
         and `scale` left as None take the hub's defaults (`compeft_core.compress` explains them).
         `base_model` names the base model's hub id where the adapter config records a local path
-        (the answer's `warnings` say when it looks like one). `license` and `datasets` left as
+        (the answer's `warnings` say when it looks like one); `base_model_variant` says which
+        copy of it the expert was trained on (full-precision, nf4, ...). `license` and `datasets` left as
         None take the model card's front matter. `message` says what the revision changes.
         Uploading what the latest revision holds again makes no revision: the answer is that one,
         with `created` false.
@@ -91,6 +93,7 @@ class UploadCalls:
             scale=scale,
             message=message,
             base_model=base_model,
+            base_model_variant=base_model_variant,
             license=license,
             datasets=None if datasets is None else list(datasets),
         )

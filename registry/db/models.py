@@ -48,6 +48,7 @@ from registry.wire.limits import (
     LICENSE_LENGTH,
     TAG_LENGTH,
     TOKEN_NAME_LENGTH,
+    VARIANT_LENGTH,
 )
 
 SHA256_HEX_LENGTH = 64
@@ -218,6 +219,7 @@ class Revision(Base):
     sample_inputs: Mapped[list[str]] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(Text)
     license: Mapped[str | None] = mapped_column(String(LICENSE_LENGTH), index=True)
+    base_model_variant: Mapped[str | None] = mapped_column(String(VARIANT_LENGTH), index=True)
     model_card: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 

@@ -34,6 +34,7 @@ class ExpertFilter:
     tag: str | None = None
     license: str | None = None
     dataset: str | None = None  # matched ignoring capitals
+    base_model_variant: str | None = None
     text: str | None = None  # in owner/name, task description or a tag, ignoring capitals
 
 
@@ -92,6 +93,8 @@ def list_experts(
         )
     if filters.license is not None:
         query = query.where(Revision.license == filters.license.lower())
+    if filters.base_model_variant is not None:
+        query = query.where(Revision.base_model_variant == filters.base_model_variant.lower())
     if filters.dataset is not None:
         query = query.where(
             Revision.id.in_(

@@ -1,7 +1,8 @@
-"""License and training data sets as search filters, kept in the index as facet tags.
+"""License, training data sets and base model variant as search filters, kept in the index as
+facet tags.
 
-The index filters on a PEFT type and tags (`retrieval.shard`); a license or data set is one more
-tag of the expert there, spelled `license=mit` or `dataset=squad`. No user tag can be mistaken for
+The index filters on a PEFT type and tags (`retrieval.shard`); a license, data set or variant is
+one more tag of the expert there, spelled `license=mit`, `dataset=squad` or `variant=nf4`. No user tag can be mistaken for
 one: tags hold letters, digits and - _ . : only. Data set ids match whatever their case.
 """
 
@@ -21,22 +22,32 @@ def dataset_facet(dataset: str) -> str:
     return f"dataset={dataset.lower()}"
 
 
-def required_facets(license: str | None, dataset: str | None) -> list[str]:
-    """The facet tags a search for `license` and/or `dataset` requires."""
+def variant_facet(variant: str) -> str:
+    return f"variant={variant}"
+
+
+def required_facets(license: str | None, dataset: str | None, variant: str | None) -> list[str]:
+    """The facet tags a search for `license`, `dataset` and/or `variant` requires."""
     return [
         *([] if license is None else [license_facet(license)]),
         *([] if dataset is None else [dataset_facet(dataset)]),
+        *([] if variant is None else [variant_facet(variant)]),
     ]
 
 
 def facets_of(session: Session, revision_ids: Select[tuple[int]]) -> dict[int, set[str]]:
     """The facet tags of each revision among `revision_ids` (those with any)."""
     facets: dict[int, set[str]] = {}
-    licensed = select(Revision.id, Revision.license).where(
-        Revision.id.in_(revision_ids), Revision.license.is_not(None)
+    stated = select(Revision.id, Revision.license, Revision.base_model_variant).where(
+        Revision.id.in_(revision_ids)
     )
-    for revision_id, license in session.execute(licensed):
-        facets.setdefault(revision_id, set()).add(license_facet(license))
+    for revision_id, license, variant in session.execute(stated):
+        facets.setdefault(revision_id, set()).update(
+            [
+                *([] if license is None else [license_facet(license)]),
+                *([] if variant is None else [variant_facet(variant)]),
+            ]
+        )
     trained = select(RevisionDataset.revision_id, RevisionDataset.dataset).where(
         RevisionDataset.revision_id.in_(revision_ids)
     )

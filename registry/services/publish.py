@@ -193,6 +193,7 @@ def _revision_row(upload: CompressedUpload, *, expert: Expert, number: int) -> R
         sample_inputs=upload.metadata.sample_inputs,
         message=upload.metadata.message,
         license=upload.license,
+        base_model_variant=upload.metadata.base_model_variant,
         model_card=upload.model_card,
         tag_rows=[RevisionTag(tag=tag) for tag in upload.metadata.tags],
         dataset_rows=[RevisionDataset(dataset=dataset) for dataset in upload.datasets],

@@ -106,7 +106,10 @@ class ExpertSearch:
             request.base_model,
             request.k,
             peft_type=request.peft_type,
-            tags=[*request.tags, *required_facets(request.license, request.dataset)],
+            tags=[
+                *request.tags,
+                *required_facets(request.license, request.dataset, request.base_model_variant),
+            ],
             exclude=excluded,
             second_stage=stage,
         )

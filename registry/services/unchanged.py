@@ -38,6 +38,7 @@ def _content(row: Revision) -> tuple[Any, ...]:
         row.sample_inputs,
         row.tags,
         row.license,
+        row.base_model_variant,
         row.datasets,
         row.model_card,
     )
@@ -52,6 +53,7 @@ def _uploaded_content(upload: CompressedUpload) -> tuple[Any, ...]:
         metadata.sample_inputs,
         metadata.tags,
         upload.license,
+        metadata.base_model_variant,
         upload.datasets,
         upload.model_card,
     )

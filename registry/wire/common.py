@@ -16,6 +16,7 @@ from registry.wire.limits import (
     LIST_QUERY_LENGTH,
     MESSAGE_LENGTH,
     TAG_LENGTH,
+    VARIANT_LENGTH,
 )
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -124,6 +125,20 @@ DatasetId = Annotated[
         r"[\w.-]+(/[\w.-]+)?",
         "give a data set's hub id, such as cnn_dailymail or abisee/cnn_dailymail (letters, "
         "digits, - _ . and at most one /)",
+    ),
+]
+
+# The base model as the expert was trained on it: `full-precision`, or how it was quantised
+# (method, bits, group size), e.g. `rtn-4bit-g128`, `nf4`, `gptq-4bit`; matched in lower case.
+FULL_PRECISION = "full-precision"
+BaseModelVariant = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, max_length=VARIANT_LENGTH),
+    _hub_id(
+        "base model variant",
+        r"[a-z0-9]+(-[a-z0-9]+)*",
+        f"give {FULL_PRECISION}, or the quantisation as method-bits[-group], e.g. rtn-4bit-g128, "
+        "nf4 or gptq-4bit (letters, digits and single dashes)",
     ),
 ]
 

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from compeft_core.formats import CONFIG_NAME, FLOAT32_MAX, WEIGHTS_NAME
 from registry.wire.common import (
     BaseModelId,
+    BaseModelVariant,
     DatasetId,
     FiniteFloat,
     License,
@@ -91,6 +92,12 @@ class UploadMetadata(BaseModel):
         description="The base model's hub id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct; unset: "
         "the adapter config's base_model_name_or_path (a local path there is warned about). "
         "Search and exported configs use it.",
+    )
+    base_model_variant: BaseModelVariant | None = Field(
+        default=None,
+        description="The base model as the expert was trained on it: full-precision, or its "
+        "quantisation (e.g. rtn-4bit-g128, nf4; QLoRA experts are trained on one). Unset: not "
+        "stated. Listing and search filter on it.",
     )
     license: License | None = Field(
         default=None,
@@ -189,6 +196,9 @@ class RevisionSummary(BaseModel):
     density: FiniteFloat
     scope: str
     message: str | None = Field(default=None, description="The uploader's message, if any.")
+    base_model_variant: str | None = Field(
+        default=None, description="full-precision, or the base's quantisation; null: not stated."
+    )
     license: str | None = Field(default=None, description="License id, e.g. apache-2.0.")
     datasets: list[str] = Field(default_factory=list, description="Training data sets' hub ids.")
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from registry.wire.common import DatasetId, FiniteFloat, License, Tag
+from registry.wire.common import BaseModelVariant, DatasetId, FiniteFloat, License, Tag
 from registry.wire.experts import RevisionDetail
 from registry.wire.limits import BASE_MODEL_LENGTH, MAX_EXCLUDED
 from retrieval.limits import MAX_K, MAX_QUERY_CHARS, MAX_QUERY_EXAMPLES
@@ -35,6 +35,11 @@ class SearchRequest(BaseModel):
     license: License | None = Field(default=None, description="Only experts under this license.")
     dataset: DatasetId | None = Field(
         default=None, description="Only experts trained on this data set (any case)."
+    )
+    base_model_variant: BaseModelVariant | None = Field(
+        default=None,
+        description="Only experts trained on this variant of the base model (full-precision, "
+        "nf4, ...).",
     )
     k: int = Field(default=10, ge=1, le=MAX_K, description="How many experts at most.")
     exclude: list[str] = Field(

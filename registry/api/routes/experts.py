@@ -8,7 +8,7 @@ from registry.api.deps import ExpertIdDep, SessionDep, WriterDep
 from registry.api.query_params import refuse_unknown_query_params
 from registry.services import catalog
 from registry.services.answers import expert_detail, expert_summary
-from registry.wire.common import DatasetId, ErrorBody, License, ListQuery
+from registry.wire.common import BaseModelVariant, DatasetId, ErrorBody, License, ListQuery
 from registry.wire.experts import ExpertDetail, ExpertOrder, ExpertPage
 
 router = APIRouter(prefix="/experts", tags=["experts"])
@@ -25,6 +25,10 @@ def list_experts(
     license: Annotated[License | None, Query(description="A license id, e.g. mit.")] = None,
     dataset: Annotated[
         DatasetId | None, Query(description="A training data set's id (any case).")
+    ] = None,
+    base_model_variant: Annotated[
+        BaseModelVariant | None,
+        Query(description="full-precision, or the base's quantisation, e.g. nf4."),
     ] = None,
     q: Annotated[
         ListQuery | None,
@@ -52,6 +56,7 @@ def list_experts(
         tag=tag,
         license=license,
         dataset=dataset,
+        base_model_variant=base_model_variant,
         text=q,
     )
     rows, total = catalog.list_experts(session, filters, limit=limit, offset=offset, order=sort)

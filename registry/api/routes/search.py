@@ -38,6 +38,7 @@ def search_in_query(
     tags: Annotated[list[str], _described("tags")] = [],  # noqa: B006
     license: Annotated[str | None, _described("license")] = None,
     dataset: Annotated[str | None, _described("dataset")] = None,
+    base_model_variant: Annotated[str | None, _described("base_model_variant")] = None,
     k: Annotated[int | None, _described("k")] = None,
     exclude: Annotated[list[str], _described("exclude")] = [],  # noqa: B006
 ) -> SearchRequest:
@@ -52,6 +53,7 @@ def search_in_query(
         "tags": tags,
         "license": license,
         "dataset": dataset,
+        "base_model_variant": base_model_variant,
         "k": k,
         "exclude": exclude,
     }
