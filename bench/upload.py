@@ -19,6 +19,7 @@ runs of the slower backend, `ratio` = fp16 bytes / blob bytes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 from dataclasses import dataclass
@@ -123,11 +124,15 @@ def measure_backend(
     expert = f"{hub.user}/{EXPERT_NAME}"
     settings = Settings()  # the server's defaults, which the uploads get: they name none
 
+    runs = itertools.count(1)
     with HubClient(hub.url, hub.token, workdir / "cache", progress=False) as client:
 
         def upload() -> UploadSample:
+            # Each run's own description: an identical upload would make no revision (and store
+            # nothing), and every run must do what a first upload does.
+            description = f"{DESCRIPTION} (run {next(runs)})"
             before = hub.wire()
-            upload_s, _ = timed(lambda: client.upload(folder, expert, description=DESCRIPTION))
+            upload_s, _ = timed(lambda: client.upload(folder, expert, description=description))
             wire = hub.wire() - before
             return UploadSample(upload_s, *server_steps(folder, settings), wire)
 

@@ -18,7 +18,7 @@ UPLOADS: list[tuple[str, dict[str, Any]]] = [
     ("bob/snake_case", {"task_description": "Rename identifiers.", "tags": ["code"]}),
     ("alice/Trivia", {"task_description": "Answer trivia questions.", "tags": ["qa"]}),
 ]
-ALLOWED = "base_model, limit, offset, owner, peft_type, q, sort, tag"
+ALLOWED = "base_model, base_model_variant, dataset, license, limit, offset, owner, peft_type, q, sort, tag"
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ EXPERTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # The query parameter of each body field that is named otherwise.
 PARAMETER = {"query": "q", "examples": "input", "tags": "tag"}
-ALLOWED = "base_model, exclude, input, k, peft_type, q, tag"
+ALLOWED = "base_model, base_model_variant, dataset, exclude, input, k, license, peft_type, q, tag"
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ from registry.wire.experts import RevisionCreated
 
 def unchanged_answer(latest: Revision | None, upload: CompressedUpload) -> RevisionCreated | None:
     """`latest` as the answer (`created` false) when `upload` has its content; None when the
-    upload makes a new revision."""
-    if latest is None or _content(latest) != _uploaded_content(upload):
+    upload makes a new revision. A latest revision whose blob fsck flagged as lost is not an
+    answer: uploading the adapter again is how its owner heals it (the new revision stores the
+    blob, and the next `fsck --repair` unflags the old one)."""
+    if latest is None or latest.blob_missing or _content(latest) != _uploaded_content(upload):
         return None
     said = (
         f"identical to revision {latest.revision} (same adapter, compression and metadata): "
