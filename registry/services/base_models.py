@@ -12,10 +12,11 @@ import re
 
 from registry.db.models import Revision
 from registry.services.ingest import CompressedUpload
+from registry.wire.common import HUB_ID_PATTERN
 
-# A hub id is `name` or `owner/name` of letters, digits and - _ . (huggingface_hub's rule); a path
-# is anything absolute, relative to `.` or `~`, with a drive letter or backslash, or deeper.
-_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+# Not a hub id: anything absolute, relative to `.` or `~`, with a drive letter or backslash, or
+# deeper than owner/name.
+_HUB_ID = re.compile(HUB_ID_PATTERN)
 _PATH_START = re.compile(r"^(/|\.{1,2}([/\\]|$)|~|[A-Za-z]:[\\/])")
 _FIX = "set the upload's base_model (CLI: --base-model) to the model's hub id"
 

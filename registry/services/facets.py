@@ -28,11 +28,8 @@ def variant_facet(variant: str) -> str:
 
 def required_facets(license: str | None, dataset: str | None, variant: str | None) -> list[str]:
     """The facet tags a search for `license`, `dataset` and/or `variant` requires."""
-    return [
-        *([] if license is None else [license_facet(license)]),
-        *([] if dataset is None else [dataset_facet(dataset)]),
-        *([] if variant is None else [variant_facet(variant)]),
-    ]
+    wanted = ((license_facet, license), (dataset_facet, dataset), (variant_facet, variant))
+    return [facet(value) for facet, value in wanted if value is not None]
 
 
 def facets_of(session: Session, revision_ids: Select[tuple[int]]) -> dict[int, set[str]]:
@@ -42,12 +39,7 @@ def facets_of(session: Session, revision_ids: Select[tuple[int]]) -> dict[int, s
         Revision.id.in_(revision_ids)
     )
     for revision_id, license, variant in session.execute(stated):
-        facets.setdefault(revision_id, set()).update(
-            [
-                *([] if license is None else [license_facet(license)]),
-                *([] if variant is None else [variant_facet(variant)]),
-            ]
-        )
+        facets.setdefault(revision_id, set()).update(required_facets(license, None, variant))
     trained = select(RevisionDataset.revision_id, RevisionDataset.dataset).where(
         RevisionDataset.revision_id.in_(revision_ids)
     )

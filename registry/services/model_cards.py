@@ -18,12 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from registry.errors import InvalidRequestError, describe_validation_errors
-from registry.wire.common import DatasetId, License
+from registry.wire.common import DatasetId, License, has_control_characters
 from registry.wire.experts import MODEL_CARD_PART
 from registry.wire.limits import MAX_DATASETS
 
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*$", re.DOTALL | re.MULTILINE)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*$\r?\n?", re.DOTALL | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -71,19 +70,27 @@ def read_model_card(path: Path | None) -> ModelCard | None:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(f"{MODEL_CARD_PART} is not UTF-8 text: {exc}") from exc
-    if _CONTROL_CHARACTERS.search(text):
+    if has_control_characters(text):
         raise InvalidRequestError(
             f"{MODEL_CARD_PART} holds control characters (NUL and the like); save it as plain text"
         )
     return _with_front_matter(text)
 
 
-def _with_front_matter(text: str) -> ModelCard:
+def split_front_matter(text: str) -> tuple[str | None, str]:
+    """(the YAML front matter between the leading `---` lines, or None; the Markdown after it)."""
     match = _FRONT_MATTER.match(text)
     if match is None:
+        return None, text
+    return match.group(1), text[match.end() :]
+
+
+def _with_front_matter(text: str) -> ModelCard:
+    front_matter, _ = split_front_matter(text)
+    if front_matter is None:
         return ModelCard(text)
     try:
-        document = yaml.safe_load(match.group(1))
+        document = yaml.safe_load(front_matter)
     except yaml.YAMLError as exc:
         return ModelCard(text, warnings=[f"the {MODEL_CARD_PART} front matter is not YAML ({exc})"])
     if not isinstance(document, dict):

@@ -20,15 +20,22 @@ from registry.wire.limits import (
 )
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A Hugging Face Hub id: `name` or `owner/name` of letters, digits and - _ . (models, data sets).
+HUB_ID_PATTERN = r"[\w.-]+(/[\w.-]+)?"
 
 # Every float the API answers: JSON has no infinity or NaN (pydantic would write `null`, which
 # breaks the schema and every client), so a row holding one is refused when converted.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
+def has_control_characters(text: str) -> bool:
+    """NUL or another control character but tab and line breaks (PostgreSQL refuses NUL)."""
+    return _CONTROL_CHARACTERS.search(text) is not None
+
+
 def _without_control_characters(text: str) -> str:
-    """Text may hold tabs and newlines, never NUL or other controls (PostgreSQL refuses NUL)."""
-    if _CONTROL_CHARACTERS.search(text):
+    """Text may hold tabs and newlines, never NUL or other controls."""
+    if has_control_characters(text):
         raise ValueError("control characters are not allowed")
     return text
 
@@ -122,7 +129,7 @@ DatasetId = Annotated[
     StringConstraints(strip_whitespace=True, max_length=DATASET_LENGTH),
     _hub_id(
         "dataset",
-        r"[\w.-]+(/[\w.-]+)?",
+        HUB_ID_PATTERN,
         "give a data set's hub id, such as cnn_dailymail or abisee/cnn_dailymail (letters, "
         "digits, - _ . and at most one /)",
     ),

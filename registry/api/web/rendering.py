@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from registry.api.http_errors import STATUS_BY_FAMILY, ErrorAnswer, error_answer
+from registry.services.model_cards import split_front_matter
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -41,7 +42,6 @@ PAGE_TITLES = {
 }
 
 _MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?^---[ \t]*$\r?\n?", re.DOTALL | re.MULTILINE)
 
 
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -55,7 +55,8 @@ def markdown(text: str) -> Markup:
     sets itself), HTML comments dropped (peft's card template is full of them; a browser would
     not show them), any other raw HTML escaped, and its headings moved down two levels (a
     card's `# Title` is an h3 of the page, which has one h1)."""
-    body = _HTML_COMMENT.sub("", _FRONT_MATTER.sub("", text, count=1))
+    _, body = split_front_matter(text)
+    body = _HTML_COMMENT.sub("", body)
     tokens = _MARKDOWN.parse(body)
     for token in tokens:
         if token.type in ("heading_open", "heading_close"):
