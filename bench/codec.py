@@ -1,7 +1,8 @@
 """Codec benchmark: ComPEFT blob vs a plain torch.topk + 2-bit packbits baseline, same run.
 
 Prints encode/decode throughput, bits per parameter, the ratio to the i.i.d. entropy bound and the
-compression ratio against fp16 safetensors and zstd-compressed fp16; the last line is one JSON
+compression ratio against fp16 safetensors and zstd-compressed fp16, also for the blob's other
+codecs (BitDelta: every sign; DARE: a random subset at the same density, 4 magnitude bits); the last line is one JSON
 object with the key figures (of the hub's default: LoRA pairs balanced, unbiased scales). The
 paper's path (as trained, per-tensor alphas) is timed too, so the cost of balancing shows.
 Targets (2 cores): encode >= 100 M params/s, decode to dense fp16 >= 300 M params/s.
@@ -28,6 +29,8 @@ import zstandard
 from bench.synthetic import llama_32m, llama_lora
 from compeft_core import CompressedExpert
 from compeft_core.compress import compress
+
+OTHERS = ("bitdelta", "dare")  # the blob's other codecs (compeft_core.codecs), at their defaults
 
 
 def entropy_bound_bits(density: float) -> float:
@@ -116,6 +119,7 @@ def run(tensors: dict[str, torch.Tensor], density: float, scope: str, repeats: i
     encode_s, blob = timed(compeft_encode, repeats)
     paper_encode_s, paper_blob = timed(paper_encode, repeats)
     decode_s, _ = timed(compeft_decode, repeats)
+    other_codecs = {name: codec_figures(tensors, name, density, scope, repeats) for name in OTHERS}
     base_encode_s, packed = timed(topk_2bit_encode, repeats)
     base_decode_s, _ = timed(topk_2bit_decode, repeats)
 
@@ -145,7 +149,32 @@ def run(tensors: dict[str, torch.Tensor], density: float, scope: str, repeats: i
             "bytes": baseline_nbytes(packed),
             **figures(baseline_nbytes(packed), base_encode_s, base_decode_s),
         },
+        **{
+            name: {"bytes": nbytes, **figures(nbytes, enc, dec)}
+            for name, (nbytes, enc, dec) in other_codecs.items()
+        },
     }
+
+
+def codec_figures(
+    tensors: dict[str, torch.Tensor], codec: str, density: float, scope: str, repeats: int
+) -> tuple[int, float, float]:
+    """(blob bytes, encode s, decode s) of another codec of the blob, with its defaults
+    (BitDelta keeps every entry whatever `density` says)."""
+    kept = None if codec == "bitdelta" else density
+
+    def encode() -> bytes:
+        return compress(tensors, kept, scope, codec=codec).to_bytes()
+
+    encode.__name__ = f"{codec}_encode"
+    encode_s, blob = timed(encode, repeats)
+
+    def decode() -> dict[str, torch.Tensor]:
+        return CompressedExpert.from_bytes(blob).decompress()
+
+    decode.__name__ = f"{codec}_decode"
+    decode_s, _ = timed(decode, repeats)
+    return len(blob), encode_s, decode_s
 
 
 def print_report(result: dict) -> None:
@@ -157,7 +186,7 @@ def print_report(result: dict) -> None:
     print(f"fp16 safetensors {result['fp16_bytes']:,} B, zstd fp16 {result['zstd_fp16_bytes']:,} B")
     header = ("bytes", "bits/param", "vs entropy", "x fp16", "x zstd", "enc Mp/s", "dec Mp/s")
     print(f"{'':22}" + "".join(f"{h:>12}" for h in header))
-    for label in ("compeft", "compeft_paper_path", "baseline_topk_2bit"):
+    for label in ("compeft", "compeft_paper_path", "baseline_topk_2bit", *OTHERS):
         r = result[label]
         row = (
             f"{r['bytes']:,}",

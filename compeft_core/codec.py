@@ -5,10 +5,13 @@ Layout (docs/blob-format.md is the specification):
   factored out, so "layers.7.q_proj" costs a few bits), shapes and original dtypes
 - tensor `mask`   (U8): rANS words (little-endian uint32) coding the packed keep-mask
 - tensor `signs`  (U8): one bit per kept entry in position order, set = negative
+- tensor `levels` (U8, version 3): `value_bits` magnitude bits per kept entry (compeft_core.levels)
 - tensor `scales` (F32, shape [2, segments]): sigma, then default alpha, per segment
-- `__metadata__`: format, version, codec, scope, density, params, kept, crc32, factorisation,
-  scale (version 2 on), and extra keys. Version 1 blobs (no factorisation, no scale) still decode,
-  bit-identically: they are "as-trained" with the "entry" scale (or "fixed", which v1 cannot say).
+- `__metadata__`: format, version, codec (the mask code), scope, density, params, kept, crc32,
+  factorisation, scale (version 2 on), method and value_bits (version 3), and extra keys.
+ComPEFT blobs are written as version 2, byte for byte as before; the other codecs
+(compeft_core.codecs) as version 3. Version 1 blobs (no factorisation, no scale) still decode,
+bit-identically: they are "as-trained" with the "entry" scale (or "fixed", which v1 cannot say).
 
 Decoding treats the bytes as hostile: every size is bounded before anything is allocated and
 every failure is a BlobFormatError.
@@ -26,13 +29,16 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from compeft_core.codecs import CODECS, DEFAULT_CODEC
 from compeft_core.errors import BlobFormatError
 from compeft_core.expert import SCOPES, STORED_SCALES, CompressedExpert
+from compeft_core.levels import MAX_VALUE_BITS, packed_level_bytes
 from compeft_core.lora_gauge import FACTORISATIONS
 
 FORMAT = "compeft"
 VERSION = "2"
-READABLE_VERSIONS = ("1", "2")
+VALUED_VERSION = "3"  # the first with `method`, `value_bits` and the `levels` tensor
+READABLE_VERSIONS = ("1", "2", "3")
 CODEC = "rans8-v1"
 MAX_HEADER_BYTES = 1 << 20
 MAX_INDEX_BYTES = 64 << 20
@@ -56,7 +62,11 @@ _RESERVED = (
     "crc32",
     "factorisation",
     "scale",
+    "method",
+    "value_bits",
 )
+TENSORS = ("index", "mask", "signs", "scales")
+VALUED_TENSORS = ("index", "mask", "signs", "levels", "scales")
 MAX_STREAMS_TEXT = 64 * 21
 
 
@@ -104,11 +114,16 @@ def _expand_names(packed: dict) -> list[str]:
     return names
 
 
+def _tensor_names(version: str) -> tuple[str, ...]:
+    """The blob's tensors, in data order, for a blob of `version`."""
+    return VALUED_TENSORS if version == VALUED_VERSION else TENSORS
+
+
 def _checksum(metadata: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
     """CRC32 over the canonical metadata (without the crc itself) and every tensor's bytes."""
     canonical = json.dumps({k: v for k, v in metadata.items() if k != "crc32"}, sort_keys=True)
     crc = zlib.crc32(canonical.encode())
-    for name in ("index", "mask", "signs", "scales"):
+    for name in _tensor_names(metadata["version"]):
         crc = zlib.crc32(np.ascontiguousarray(arrays[name]).view(np.uint8), crc)
     return f"{crc:08x}"
 
@@ -129,10 +144,11 @@ def encode_blob(expert: CompressedExpert) -> bytes:
         "signs": np.ascontiguousarray(expert.signs, dtype=np.uint8),
         "scales": np.stack([expert.sigma, expert.alpha]).astype("<f4"),
     }
+    valued = expert.codec != DEFAULT_CODEC or expert.value_bits > 0
     metadata = {
         **expert.extra,
         "format": FORMAT,
-        "version": VERSION,
+        "version": VALUED_VERSION if valued else VERSION,
         "codec": CODEC,
         "scope": expert.scope,
         "density": repr(float(expert.density)),
@@ -142,6 +158,9 @@ def encode_blob(expert: CompressedExpert) -> bytes:
         "factorisation": expert.factorisation,
         "scale": expert.scale,
     }
+    if valued:
+        metadata |= {"method": expert.codec, "value_bits": str(expert.value_bits)}
+        arrays["levels"] = np.ascontiguousarray(expert.levels, dtype=np.uint8)
     metadata["crc32"] = _checksum(metadata, arrays)
     return _safetensors_bytes(arrays, metadata)
 
@@ -153,8 +172,9 @@ def _safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str]) 
     reproducible across processes; content addressing needs identical bytes for identical input.
     """
     header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    names = _tensor_names(metadata["version"])
     offset = 0
-    for name in ("index", "mask", "signs", "scales"):
+    for name in names:
         size = arrays[name].nbytes
         header[name] = {
             "dtype": _DTYPE_NAMES[arrays[name].dtype.str],
@@ -165,9 +185,7 @@ def _safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str]) 
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     parts = [struct.pack("<Q", len(text)), text]
-    parts += [
-        np.ascontiguousarray(arrays[n]).tobytes() for n in ("index", "mask", "signs", "scales")
-    ]
+    parts += [np.ascontiguousarray(arrays[n]).tobytes() for n in names]
     return b"".join(parts)
 
 
@@ -211,12 +229,14 @@ def _check_metadata(meta: dict) -> tuple[int, int, str, float]:
     return params, kept, meta["scope"], density
 
 
-def _load_arrays(data: bytes) -> dict[str, np.ndarray]:
+def _load_arrays(data: bytes, version: str) -> dict[str, np.ndarray]:
     try:
         arrays = safetensors.numpy.load(data)
     except Exception as exc:  # the Rust parser raises its own error types
         raise BlobFormatError(f"blob is not a valid safetensors file: {exc}") from exc
-    expected = {"index": np.uint8, "mask": np.uint8, "signs": np.uint8, "scales": np.float32}
+    expected = {
+        name: np.float32 if name == "scales" else np.uint8 for name in _tensor_names(version)
+    }
     if set(arrays) != set(expected):
         raise BlobFormatError(f"blob tensors are {sorted(arrays)}, expected {sorted(expected)}")
     for name, dtype in expected.items():
@@ -288,6 +308,23 @@ def _compression_choices(meta: dict) -> tuple[str, str]:
     return factorisation, scale
 
 
+def _codec_choice(meta: dict) -> tuple[str, int]:
+    """(codec, value bits): recorded from version 3 on; earlier blobs are ComPEFT's signs."""
+    if meta["version"] != VALUED_VERSION:
+        return DEFAULT_CODEC, 0
+    method, bits = meta.get("method"), meta.get("value_bits")
+    if method not in CODECS:
+        raise BlobFormatError(
+            f"blob has an unknown codec {str(method)[:40]!r}; this library knows "
+            f"{', '.join(CODECS)}: upgrade compeft-hub"
+        )
+    if bits not in [str(b) for b in range(MAX_VALUE_BITS + 1)]:
+        raise BlobFormatError(
+            f"blob has invalid value_bits {str(bits)[:40]!r}; expected 0 to {MAX_VALUE_BITS}"
+        )
+    return method, int(bits)
+
+
 def _stream_words(meta: dict) -> tuple[int, ...]:
     text = meta.get("streams")
     if not isinstance(text, str) or not 0 < len(text) <= MAX_STREAMS_TEXT:
@@ -304,11 +341,12 @@ def decode_blob(data: bytes) -> CompressedExpert:
     meta = _read_header(data)["__metadata__"]
     params, kept, scope, density = _check_metadata(meta)
     factorisation, scale = _compression_choices(meta)
+    codec, value_bits = _codec_choice(meta)
     if params > MAX_PARAMS_PER_BLOB_BYTE * len(data):
         raise BlobFormatError(
             f"blob declares {params} parameters, implausibly many for {len(data)} bytes"
         )
-    arrays = _load_arrays(data)
+    arrays = _load_arrays(data, meta["version"])
     if _checksum(meta, arrays) != meta.get("crc32"):
         raise BlobFormatError("blob checksum mismatch: the blob is corrupted")
     names, shapes, dtypes = _check_index(_inflate_index(arrays["index"]))
@@ -326,6 +364,11 @@ def decode_blob(data: bytes) -> CompressedExpert:
         raise BlobFormatError("blob mask stream is truncated")
     if arrays["signs"].size != (kept + 7) // 8:
         raise BlobFormatError(f"blob carries {arrays['signs'].size} sign bytes for {kept} entries")
+    levels = arrays.get("levels", np.zeros(0, dtype=np.uint8))
+    if levels.size != packed_level_bytes(kept, value_bits):
+        raise BlobFormatError(
+            f"blob carries {levels.size} level bytes for {kept} entries of {value_bits} bits"
+        )
     return CompressedExpert(
         names=names,
         shapes=shapes,
@@ -341,4 +384,7 @@ def decode_blob(data: bytes) -> CompressedExpert:
         extra={k: v for k, v in meta.items() if k not in _RESERVED},
         factorisation=factorisation,
         scale=scale,
+        codec=codec,
+        value_bits=value_bits,
+        levels=levels,
     )

@@ -18,16 +18,18 @@ Other tensors ((IA)^3 vectors, residuals, lone halves) always take the paper's p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from compeft_core.codecs import DEFAULT_DENSITY, Codec, checked_value_bits, codec_named
 from compeft_core.errors import CompressionInputError
 from compeft_core.expert import SCALES, SCOPES, CompressedExpert
 from compeft_core.fidelity import Fidelity
 from compeft_core.formats import FLOAT32_MAX
-from compeft_core.lora_gauge import FACTORISATIONS, lora_pairs
+from compeft_core.lora_gauge import FACTORISATIONS, LoraPair, lora_pairs
 from compeft_core.lora_scales import (
     TensorLayout,
     Ternaries,
@@ -38,6 +40,7 @@ from compeft_core.lora_scales import (
 )
 from compeft_core.rans import encode_bytes
 from compeft_core.ternary import pack_ternary, segment_moments, select_thresholds
+from compeft_core.valued import decoded_fidelity, level_values, random_ternary
 
 _FLOAT_DTYPES = {
     torch.float16: "float16",
@@ -143,18 +146,49 @@ def _segments(layout: TensorLayout, scope: str) -> tuple[np.ndarray, np.ndarray]
     return layout.starts, layout.ends
 
 
+def _codec_choices(
+    codec: str,
+    density: float | None,
+    factorisation: str | None,
+    scale: str | None,
+    alpha: float | None,
+    value_bits: int | None,
+) -> tuple[Codec, float, str, str, int]:
+    """(codec, density, factorisation, scale, value bits): the caller's, else the codec's."""
+    chosen = codec_named(codec)
+    if chosen.density is not None and density not in (None, chosen.density):
+        raise CompressionInputError(
+            f"codec {codec} keeps every entry: density is {chosen.density}, not {density!r}"
+        )
+    bits = checked_value_bits(chosen, value_bits)
+    scale = scale or ("entry" if bits else chosen.scale)
+    if (bits or chosen.selection == "random") and (scale != "entry" or alpha is not None):
+        raise CompressionInputError(
+            f"codec {codec} with {bits} value bits fits each segment's alpha to the kept "
+            "magnitudes: scale must be 'entry' and alpha None"
+        )
+    density = density if density is not None else chosen.density or DEFAULT_DENSITY
+    return chosen, density, factorisation or chosen.factorisation, scale, bits
+
+
 def compress(
     tensors: Mapping[str, torch.Tensor],
-    density: float = 0.1,
+    density: float | None = None,
     scope: str = "tensor",
     alpha: float | None = None,
     extra: Mapping[str, str] | None = None,
-    factorisation: str = "balanced",
-    scale: str = "unbiased",
+    factorisation: str | None = None,
+    scale: str | None = None,
     measure_fidelity: bool = False,
+    codec: str = "compeft",
+    value_bits: int | None = None,
+    seed: int = 0,
 ) -> CompressedExpert:
-    """Compress task-vector tensors with ComPEFT.
+    """Compress task-vector tensors with one of the blob's codecs (`compeft_core.codecs`).
 
+    `codec` names the rule (ComPEFT's top-k signs by default); `density`, `factorisation`,
+    `scale` and `value_bits` left as None take that codec's defaults (density 0.1 where the
+    codec does not fix it). `seed` draws DARE's random subset.
     `alpha=None` stores the default alpha per segment that `scale` names (see the module
     docstring); a number is stored as every segment's default instead (the blob then says
     scale "fixed"). `factorisation` says in which gauge LoRA pairs are compressed; an expert
@@ -164,6 +198,9 @@ def compress(
     from what compression already holds, far cheaper than decoding the blob again.
     """
     extra = dict(extra or {})
+    chosen, density, factorisation, scale, bits = _codec_choices(
+        codec, density, factorisation, scale, alpha, value_bits
+    )
     _check_arguments(tensors, density, scope, alpha, extra, factorisation, scale)
     names = sorted(tensors)
     ordered = [tensors[name].detach() for name in names]
@@ -185,11 +222,25 @@ def compress(
         sums, squares = segment_moments(flat, starts, ends)
     counts = ends - starts
     ks = np.array([round(density * int(c)) for c in counts], dtype=np.int64)
-    bits = flat.view(np.uint32)
-    thresholds, ties = select_thresholds(bits, starts, ends, ks)
-    mask, signs, kept, abs_sums = pack_ternary(flat, bits, starts, ends, ks, thresholds, ties)
-    mask_words, stream_words = encode_bytes(mask, kept, int(counts.sum()))
     sigma = np.sqrt(squares / counts).astype(np.float32)
+    common = {
+        "names": tuple(names),
+        "shapes": tuple(shapes),
+        "dtypes": tuple(_FLOAT_DTYPES[t.dtype] for t in ordered),
+        "scope": scope,
+        "density": float(density),
+        "sigma": sigma,
+        "extra": extra,
+        "codec": chosen.name,
+        # What was done, not what was asked: without LoRA pairs the paper's path applied.
+        "factorisation": factorisation if pairs else "as-trained",
+    }
+    if bits or chosen.selection == "random":
+        return _valued_expert(flat, layout, pairs, ks, chosen, bits, seed, measure_fidelity, common)
+    bits_view = flat.view(np.uint32)
+    thresholds, ties = select_thresholds(bits_view, starts, ends, ks)
+    mask, signs, kept, abs_sums = pack_ternary(flat, bits_view, starts, ends, ks, thresholds, ties)
+    mask_words, stream_words = encode_bytes(mask, kept, int(counts.sum()))
     ternaries = Ternaries(layout, mask, signs)
     unbiased = alpha is None and scale == "unbiased" and bool(pairs)
     # The pairs' inner products serve both the unbiased scale and the fidelity: computed once.
@@ -212,20 +263,57 @@ def compress(
         decoded_scales = (default_alpha.astype(np.float64) * sigma.astype(np.float64))[segment_of]
         fidelity = measured_fidelity(flat, ternaries, pairs, moments, decoded_scales)
     return CompressedExpert(
-        names=tuple(names),
-        shapes=tuple(shapes),
-        dtypes=tuple(_FLOAT_DTYPES[t.dtype] for t in ordered),
-        scope=scope,
-        density=float(density),
-        sigma=sigma,
+        **common,
         alpha=default_alpha,
         mask_words=mask_words,
         mask_streams=tuple(stream_words),
         signs=signs,
         kept=int(kept),
-        extra=extra,
-        # What was done, not what was asked: without LoRA pairs the paper's path applied.
-        factorisation=factorisation if pairs else "as-trained",
         scale="fixed" if alpha is not None else scale if pairs else "entry",
         fidelity=fidelity,
     )
+
+
+def _valued_expert(
+    flat: np.ndarray,
+    layout: TensorLayout,
+    pairs: list[LoraPair],
+    ks: np.ndarray,
+    chosen: Codec,
+    bits: int,
+    seed: int,
+    measure_fidelity: bool,
+    common: dict,
+) -> CompressedExpert:
+    """The expert of a codec that selects at random or stores magnitude levels: each segment's
+    alpha is fitted with its levels (`compeft_core.levels`), so its scale is "entry"."""
+    starts, ends = _segments(layout, common["scope"])
+    if chosen.selection == "random":
+        mask, signs, kept = random_ternary(flat, starts, ends, ks, seed)
+    else:
+        bits_view = flat.view(np.uint32)
+        thresholds, ties = select_thresholds(bits_view, starts, ends, ks)
+        mask, signs, kept, _ = pack_ternary(flat, bits_view, starts, ends, ks, thresholds, ties)
+    mask_words, stream_words = encode_bytes(mask, kept, flat.size)
+    rescale = 1 / common["density"] if chosen.rescale else 1.0
+    fitted = level_values(flat, mask, ends, bits, rescale)
+    sigma = common["sigma"].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        default_alpha = np.where(sigma > 0, fitted.magnitudes / sigma, 0.0).astype(np.float32)
+    expert = CompressedExpert(
+        **common,
+        alpha=default_alpha,
+        mask_words=mask_words,
+        mask_streams=tuple(stream_words),
+        signs=signs,
+        kept=kept,
+        scale="entry",
+        value_bits=bits,
+        levels=fitted.packed_levels,
+    )
+    if not measure_fidelity:
+        return expert
+    decoded = np.concatenate(
+        [array.reshape(-1) for array in expert.decompress_numpy(dtype=np.float64).values()]
+    )
+    return dataclasses.replace(expert, fidelity=decoded_fidelity(flat, decoded, layout, pairs))

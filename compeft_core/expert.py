@@ -1,9 +1,10 @@
-"""`CompressedExpert`: a ComPEFT-compressed set of tensors, as held in memory.
+"""`CompressedExpert`: a compressed set of tensors (ComPEFT or another codec), as held in memory.
 
 An expert keeps, per scope segment (one per tensor, or one for all tensors), the standard deviation
 sigma of the values it compressed and a default alpha; a kept entry decodes to
-alpha * sigma * sign(x) and every other entry to 0. Alpha can be changed at decode time without
-touching the coded data. `factorisation` and `scale` record how LoRA pairs were re-factored and
+alpha * sigma * sign(x) (times its magnitude level's grid point where the codec stores
+`value_bits` > 0, `compeft_core.levels`) and every other entry to 0. Alpha can be changed at
+decode time without touching the coded data. `factorisation` and `scale` record how LoRA pairs were re-factored and
 how the default alphas were chosen (`compeft_core.compress`); decoding does not depend on them.
 """
 
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compeft_core.codecs import DEFAULT_CODEC
 from compeft_core.errors import BlobFormatError, CompressionInputError
 from compeft_core.fidelity import Fidelity
+from compeft_core.levels import kept_positions, kept_values, unpack_levels
 from compeft_core.rans import RansDecodeError, decode_bytes
 from compeft_core.ternary import kept_per_range, unpack_ranges
 
@@ -66,6 +69,9 @@ class CompressedExpert:
     extra: dict[str, str] = field(default_factory=dict)
     factorisation: str = "as-trained"
     scale: str = "entry"
+    codec: str = DEFAULT_CODEC  # how the kept entries were chosen and coded (`compeft_core.codecs`)
+    value_bits: int = 0  # magnitude bits per kept entry (`compeft_core.levels`); 0: sign only
+    levels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
     # Measured by `compress(..., measure_fidelity=True)`; not part of the blob (empty once parsed)
     fidelity: dict[str, Fidelity] = field(default_factory=dict)
 
@@ -132,6 +138,8 @@ class CompressedExpert:
             },
             "factorisation": self.factorisation,
             "scale": self.scale,
+            "codec": self.codec,
+            "value_bits": self.value_bits,
             "nbytes": self.nbytes,
             "bits_per_param": self.bits_per_param,
             "extra": dict(self.extra),
@@ -157,10 +165,16 @@ class CompressedExpert:
             raise CompressionInputError(
                 f"cannot decompress to {dtype}; choose one of {', '.join(map(str, bit_views))}"
             )
-        scales = torch.tensor(self._alphas(alpha) * self.sigma.astype(np.float64), dtype=dtype)
-        view = bit_views[dtype]
-        flat = self._decoded_bits(scales.view(view).numpy(), (-scales).view(view).numpy())
-        chunks = torch.split(torch.from_numpy(flat).view(dtype), [prod(s) for s in self.shapes])
+        if self.value_bits:
+            positions, values = self._kept_values(alpha)
+            flat = torch.zeros(self.num_params, dtype=dtype)
+            flat[torch.from_numpy(positions)] = torch.from_numpy(values).to(dtype)
+        else:
+            scales = torch.tensor(self._alphas(alpha) * self.sigma.astype(np.float64), dtype=dtype)
+            view = bit_views[dtype]
+            bits = self._decoded_bits(scales.view(view).numpy(), (-scales).view(view).numpy())
+            flat = torch.from_numpy(bits).view(dtype)
+        chunks = torch.split(flat, [prod(s) for s in self.shapes])
         return {
             name: chunk.view(shape)
             for name, chunk, shape in zip(self.names, chunks, self.shapes, strict=True)
@@ -179,9 +193,14 @@ class CompressedExpert:
                 f"cannot decompress to {dtype}; choose one of "
                 f"{', '.join(map(str, _NUMPY_BIT_VIEWS))}"
             )
-        scales = (self._alphas(alpha) * self.sigma.astype(np.float64)).astype(dtype)
-        view = _NUMPY_BIT_VIEWS[dtype]
-        flat = self._decoded_bits(scales.view(view), (-scales).view(view)).view(dtype)
+        if self.value_bits:
+            positions, values = self._kept_values(alpha)
+            flat = np.zeros(self.num_params, dtype=dtype)
+            flat[positions] = values
+        else:
+            scales = (self._alphas(alpha) * self.sigma.astype(np.float64)).astype(dtype)
+            view = _NUMPY_BIT_VIEWS[dtype]
+            flat = self._decoded_bits(scales.view(view), (-scales).view(view)).view(dtype)
         ends = np.cumsum([prod(shape) for shape in self.shapes])
         return {
             name: chunk.reshape(shape)
@@ -197,6 +216,26 @@ class CompressedExpert:
         if not np.isfinite(alpha):
             raise CompressionInputError(f"alpha must be a finite number, got {alpha}")
         return np.full(len(self.alpha), alpha, dtype=np.float64)
+
+    def _kept_values(self, alpha: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, float64 values) of the kept entries of a codec with magnitude levels."""
+        positions = kept_positions(self._decoded_mask(), self.num_params)
+        if positions.size != self.kept:
+            raise BlobFormatError(
+                f"the mask marks {positions.size} kept entries but the blob carries {self.kept} "
+                "signs"
+            )
+        ends = np.cumsum([prod(shape) for shape in self.shapes])
+        segment_ends = ends if self.scope == "tensor" else ends[-1:]
+        values = kept_values(
+            positions,
+            self.signs,
+            unpack_levels(self.levels, self.kept, self.value_bits),
+            self.value_bits,
+            self._alphas(alpha) * self.sigma.astype(np.float64),
+            segment_ends,
+        )
+        return positions, values
 
     def _decoded_bits(self, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
         """The dense entries as integers of one width: each kept entry is its segment's

@@ -114,7 +114,7 @@ def test_every_single_bit_flip_is_detected(small_blob):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda a, m: m.update(version="3"), "unsupported blob version"),
+        (lambda a, m: m.update(version="4"), "unsupported blob version"),
         (lambda a, m: m.update(factorisation="rotated"), "unknown factorisation"),
         (lambda a, m: m.update(scale="tuned"), "unknown scale 'tuned'"),
         (lambda a, m: m.pop("scale"), "unknown scale 'None'"),
