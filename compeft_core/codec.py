@@ -29,10 +29,11 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from compeft_core.codecs import CODECS, DEFAULT_CODEC
+from compeft_core.codecs import CODECS
 from compeft_core.errors import BlobFormatError
 from compeft_core.expert import SCOPES, STORED_SCALES, CompressedExpert
-from compeft_core.levels import MAX_VALUE_BITS, packed_level_bytes
+from compeft_core.formats import DEFAULT_CODEC, MAX_VALUE_BITS
+from compeft_core.levels import packed_level_bytes
 from compeft_core.lora_gauge import FACTORISATIONS
 
 FORMAT = "compeft"

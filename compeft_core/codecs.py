@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compeft_core.errors import CompressionInputError
-from compeft_core.levels import MAX_VALUE_BITS
+from compeft_core.formats import MAX_VALUE_BITS, CodecName
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,11 @@ class Codec:
 
 
 DEFAULT_DENSITY = 0.1
-CODECS: dict[str, Codec] = {
+CODECS: dict[CodecName, Codec] = {
     "compeft": Codec("compeft", "magnitude", None, 0, "balanced", "unbiased", rescale=False),
     "bitdelta": Codec("bitdelta", "magnitude", 1.0, 0, "as-trained", "entry", rescale=False),
     "dare": Codec("dare", "random", None, 4, "as-trained", "entry", rescale=True),
 }
-DEFAULT_CODEC = "compeft"
 
 
 def codec_named(name: str) -> Codec:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compeft_core.codecs import DEFAULT_CODEC
 from compeft_core.errors import BlobFormatError, CompressionInputError
 from compeft_core.fidelity import Fidelity
+from compeft_core.formats import DEFAULT_CODEC
 from compeft_core.levels import kept_positions, kept_values, unpack_levels
 from compeft_core.rans import RansDecodeError, decode_bytes
 from compeft_core.ternary import kept_per_range, unpack_ranges

@@ -7,6 +7,7 @@ use the PEFT folder's file names and the float32 bound without installing the co
 from __future__ import annotations
 
 import struct
+from typing import Literal
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -18,3 +19,8 @@ PICKLE_REFUSED = (
 )
 # The largest finite float32 (bits 0x7f7fffff): ComPEFT computes and stores in float32.
 FLOAT32_MAX: float = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+# The blob's delta codecs (compeft_core.codecs defines them) and the most magnitude bits a kept
+# entry may carry (compeft_core.levels).
+CodecName = Literal["compeft", "bitdelta", "dare"]
+DEFAULT_CODEC: CodecName = "compeft"
+MAX_VALUE_BITS = 8

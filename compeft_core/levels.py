@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_VALUE_BITS = 8
 FIT_ROUNDS = 4
 
 

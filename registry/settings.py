@@ -15,6 +15,7 @@ from pydantic import AliasChoices, AnyHttpUrl, Field, field_validator, model_val
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from compeft_core.codec import MAX_TENSORS
+from compeft_core.formats import DEFAULT_CODEC, CodecName
 from registry.origin import public_origin
 from registry.serving import ConnectionDeadlines
 from retrieval.shard import IndexConfig
@@ -89,6 +90,11 @@ class Settings(BaseSettings):
     default_scope: Literal["tensor", "global"] = "tensor"
     default_factorisation: Literal["as-trained", "balanced"] = "balanced"
     default_scale: Literal["entry", "unbiased"] = "unbiased"
+    default_codec: CodecName = Field(
+        default=DEFAULT_CODEC,
+        description="The delta codec of uploads that name none; default_factorisation and "
+        "default_scale apply to compeft only (the others use their own, docs/blob-format.md).",
+    )
     search_ann_threshold: int = Field(
         default=IndexConfig().ann_threshold,
         gt=0,

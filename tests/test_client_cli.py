@@ -63,7 +63,7 @@ def test_upload_then_pull_prints_the_verified_cached_blob(
         "global",
     )
     assert uploaded.stdout.startswith("alice/qa@1: ")
-    assert "bits/param, density 0.25, balanced; fidelity: cosine 0." in uploaded.stdout
+    assert "bits/param, compeft, density 0.25, balanced; fidelity: cosine 0." in uploaded.stdout
     fp16, as_uploaded = re.search(
         r"\(([\d.]+)x vs fp16, ([\d.]+)x vs the uploaded file", uploaded.stdout
     ).groups()

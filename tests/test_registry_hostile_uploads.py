@@ -113,6 +113,24 @@ HOSTILE_UPLOADS = {
         message="factorisation: Input should be 'as-trained' or 'balanced'",
     ),
     "unknown_scale": Hostile(metadata={**DEFAULT_METADATA, "scale": 2}, message="scale"),
+    "unknown_codec": Hostile(
+        metadata={**DEFAULT_METADATA, "codec": "zip"},
+        message="codec: Input should be 'compeft', 'bitdelta' or 'dare'",
+    ),
+    "value_bits_nine": Hostile(
+        metadata={**DEFAULT_METADATA, "value_bits": 9}, message="value_bits"
+    ),
+    "value_bits_text": Hostile(
+        metadata={**DEFAULT_METADATA, "value_bits": "4"}, message="value_bits"
+    ),
+    "bitdelta_below_density_one": Hostile(
+        metadata={**DEFAULT_METADATA, "codec": "bitdelta", "density": 0.5},
+        message="codec bitdelta keeps every entry",
+    ),
+    "levels_with_a_fixed_alpha": Hostile(
+        metadata={**DEFAULT_METADATA, "value_bits": 2, "alpha": 1.0},
+        message="scale must be 'entry' and alpha None",
+    ),
     "bad_tag": Hostile(metadata={**DEFAULT_METADATA, "tags": ["a/b"]}, message="tags"),
     "nul_in_task": Hostile(
         metadata={**DEFAULT_METADATA, "task_description": "a\x00b"}, message="control"

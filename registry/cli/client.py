@@ -15,8 +15,9 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
+from compeft_core.formats import MAX_VALUE_BITS, CodecName
 from registry.cli.compose import compose, merge
-from registry.cli.experts import delete, info, list_experts
+from registry.cli.experts import codec_label, delete, info, list_experts
 from registry.cli.extras import needs_extra
 from registry.cli.options import (
     Alpha,
@@ -97,6 +98,25 @@ def upload(
             show_default=False,
         ),
     ] = None,
+    codec: Annotated[
+        CodecName | None,
+        typer.Option(
+            help="The delta codec: compeft (top-k signs), bitdelta (every sign, one scale per "
+            "tensor) or dare (a random subset rescaled by 1/density, with magnitude levels) "
+            "(default: the hub's).",
+            show_default=False,
+        ),
+    ] = None,
+    value_bits: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=MAX_VALUE_BITS,
+            help="Magnitude bits stored per kept entry, 0 for the sign only (default: the "
+            "codec's, dare 4, the others 0).",
+            show_default=False,
+        ),
+    ] = None,
     base_model: Annotated[
         str | None,
         typer.Option(
@@ -160,6 +180,8 @@ def upload(
             scope=scope,
             factorisation=factorisation,
             scale=scale,
+            codec=codec,
+            value_bits=value_bits,
             message=message,
             base_model=base_model,
             base_model_variant=base_model_variant,
@@ -173,7 +195,8 @@ def upload(
         f"{created.id}@{created.revision}: {created.original_bytes} -> "
         f"{created.blob_bytes} bytes ({created.compression_ratio_fp16:.1f}x vs fp16, "
         f"{created.compression_ratio:.1f}x vs the uploaded file, "
-        f"{created.bits_per_param:.2f} bits/param, density {created.density:g}, "
+        f"{created.bits_per_param:.2f} bits/param, "
+        f"{codec_label(created.codec, created.value_bits)}, density {created.density:g}, "
         f"{created.factorisation}"
         + (
             f"; fidelity: cosine {fidelity.cosine.mean:.2f}, relative error "

@@ -100,6 +100,11 @@ def list_experts(
         typer.echo(f"more: --offset {page.offset + len(page.items)}", err=True)
 
 
+def codec_label(codec: str, value_bits: int) -> str:
+    """How the CLI names a blob's codec: `dare, 4-bit levels`, or `compeft` for signs only."""
+    return f"{codec}, {value_bits}-bit levels" if value_bits else codec
+
+
 def info(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None) -> None:
     """Show what the hub records about a revision: task, base model, sizes, fidelity, blob."""
     with reported_errors(), open_client(endpoint, token) as client:
@@ -127,8 +132,8 @@ def info(expert: ExpertArgument, endpoint: Endpoint = None, token: Token = None)
             f"{revision.bits_per_param:.2f} bits/param)"
         ),
         "compression": (
-            f"density {revision.density:g}, {revision.scope}, {revision.factorisation}, "
-            f"scale {revision.scale}"
+            f"{codec_label(revision.codec, revision.value_bits)}, density {revision.density:g}, "
+            f"{revision.scope}, {revision.factorisation}, scale {revision.scale}"
         ),
         "fidelity": (
             "not measured"

@@ -44,6 +44,8 @@ class UploadCalls:
         parent_revision: int | None = None,
         factorisation: str | None = None,
         scale: str | None = None,
+        codec: str | None = None,
+        value_bits: int | None = None,
         message: str | None = None,
         base_model: str | None = None,
         base_model_variant: str | None = None,
@@ -57,8 +59,9 @@ class UploadCalls:
         The metadata is checked here first, so a typo fails before any byte is sent. Only a failed
         connect or 502/503/504 is retried: anything else may have created the revision already.
         `parent_revision` makes the upload fail with ConflictError unless it is the expert's
-        latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`
-        and `scale` left as None take the hub's defaults (`compeft_core.compress` explains them).
+        latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`,
+        `scale`, `codec` (compeft, bitdelta, dare: docs/blob-format.md) and `value_bits` left as
+        None take the hub's defaults (`compeft_core.compress` explains them).
         `base_model` names the base model's hub id where the adapter config records a local path
         (the answer's `warnings` say when it looks like one); `base_model_variant` says which
         copy of it the expert was trained on (full-precision, nf4, ...). `license` and `datasets` left as
@@ -91,6 +94,8 @@ class UploadCalls:
             parent_revision=parent_revision,
             factorisation=factorisation,
             scale=scale,
+            codec=codec,
+            value_bits=value_bits,
             message=message,
             base_model=base_model,
             base_model_variant=base_model_variant,

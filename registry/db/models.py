@@ -202,6 +202,8 @@ class Revision(Base):
     alpha_max: Mapped[float]
     factorisation: Mapped[str] = mapped_column(String(16), server_default="as-trained")
     scale: Mapped[str] = mapped_column(String(16), server_default="entry")
+    codec: Mapped[str] = mapped_column(String(16), server_default="compeft")
+    value_bits: Mapped[int] = mapped_column(server_default="0")
     # Fidelity (compeft_core.fidelity) over the modules; NULL before uploads measured it.
     error_min: Mapped[float | None]
     error_mean: Mapped[float | None]

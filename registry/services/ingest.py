@@ -10,13 +10,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from compeft_core import CompressedExpert
 from compeft_core.codec import MAX_NAME_CHARS, MAX_NDIM, MAX_PARAMS_PER_BLOB_BYTE
+from compeft_core.codecs import codec_named
 from compeft_core.compress import compress
 from compeft_core.errors import AdapterFormatError, BlobFormatError, CompressionInputError
+from compeft_core.formats import DEFAULT_CODEC
 from compeft_core.peft_io import read_adapter
 from compeft_core.task_vectors import adapter_task_vector
 from registry.errors import (
@@ -55,6 +58,8 @@ class CompressedUpload:
     scope: str
     factorisation: str
     scale: str
+    codec: str
+    value_bits: int
     sigma: Summary
     default_alpha: Summary
     fidelity: FidelitySummary
@@ -101,13 +106,11 @@ def compress_upload(
     recorded_base_model = _checked_base_model(adapter.base_model)
     expert = compress(
         adapter_task_vector(adapter),
-        density=metadata.density or settings.default_density,
         scope=metadata.scope or settings.default_scope,
         alpha=metadata.alpha,
         extra={"peft_config_sha256": hashlib.sha256(config_text.encode()).hexdigest()},
-        factorisation=metadata.factorisation or settings.default_factorisation,
-        scale=metadata.scale or settings.default_scale,
         measure_fidelity=True,
+        **_compression_choices(metadata, settings),
     )
     blob = expert.to_bytes()
     _check_clients_can_decode(expert, blob)
@@ -121,6 +124,8 @@ def compress_upload(
         scope=expert.scope,
         factorisation=expert.factorisation,
         scale=expert.scale,
+        codec=expert.codec,
+        value_bits=expert.value_bits,
         sigma=Summary(**expert.metadata["sigma"]),
         default_alpha=Summary(**expert.metadata["alpha"]),
         fidelity=fidelity_summary(expert.fidelity.values()),
@@ -137,6 +142,23 @@ def compress_upload(
         metadata=metadata,
         warnings=card.warnings,
     )
+
+
+def _compression_choices(metadata: UploadMetadata, settings: Settings) -> dict[str, Any]:
+    """The codec and its choices: the upload's, else the server's defaults. The server's density,
+    factorisation and scale defaults are ComPEFT's sign-only ones; another codec, or magnitude
+    levels, take their own (a codec that fixes the density, BitDelta, keeps it)."""
+    codec = codec_named(metadata.codec or settings.default_codec)
+    signs_only = codec.name == DEFAULT_CODEC and not metadata.value_bits
+    server_density = settings.default_density if codec.density is None else None
+    return {
+        "codec": codec.name,
+        "value_bits": metadata.value_bits,
+        "density": metadata.density or server_density,
+        "factorisation": metadata.factorisation
+        or (settings.default_factorisation if signs_only else None),
+        "scale": metadata.scale or (settings.default_scale if signs_only else None),
+    }
 
 
 def _check_clients_can_decode(expert: CompressedExpert, blob: bytes) -> None:

@@ -177,6 +177,8 @@ def _revision_row(upload: CompressedUpload, *, expert: Expert, number: int) -> R
         alpha_max=upload.default_alpha.max,
         factorisation=upload.factorisation,
         scale=upload.scale,
+        codec=upload.codec,
+        value_bits=upload.value_bits,
         error_min=upload.fidelity.relative_error.min,
         error_mean=upload.fidelity.relative_error.mean,
         error_max=upload.fidelity.relative_error.max,

@@ -8,7 +8,14 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from compeft_core.formats import CONFIG_NAME, FLOAT32_MAX, WEIGHTS_NAME
+from compeft_core.formats import (
+    CONFIG_NAME,
+    DEFAULT_CODEC,
+    FLOAT32_MAX,
+    MAX_VALUE_BITS,
+    WEIGHTS_NAME,
+    CodecName,
+)
 from registry.wire.common import (
     BaseModelId,
     BaseModelVariant,
@@ -72,6 +79,20 @@ class UploadMetadata(BaseModel):
         description="Default alphas: the paper's per-tensor L2-optimal one, or per LoRA module "
         "the product scale unbiased along the update; server default if unset. Ignored when "
         "alpha is given.",
+    )
+    codec: CodecName | None = Field(
+        default=None,
+        description="The delta codec (docs/blob-format.md, Codecs): compeft (top-k signs), "
+        "bitdelta (every sign, one scale per tensor) or dare (a random subset rescaled by "
+        "1/density, with magnitude levels); server default if unset.",
+    )
+    value_bits: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_VALUE_BITS,
+        strict=True,
+        description="Magnitude bits stored per kept entry (0: the sign only); the codec's "
+        "default if unset (dare 4, the others 0).",
     )
     alpha: float | None = Field(
         default=None,
@@ -167,6 +188,8 @@ class RevisionCreated(BaseModel):
         default="as-trained", description="How LoRA pairs were factored before compression."
     )
     scale: str = Field(default="entry", description="How the default alphas were chosen.")
+    codec: str = Field(default=DEFAULT_CODEC, description="The delta codec of the blob.")
+    value_bits: int = Field(default=0, description="Magnitude bits per kept entry (0: signs).")
     fidelity: FidelitySummary | None = Field(
         default=None, description="Measured while compressing."
     )
@@ -222,6 +245,8 @@ class RevisionDetail(RevisionSummary):
     scale: str = Field(
         default="entry", description="How the default alphas were chosen (fixed: given at upload)."
     )
+    codec: str = Field(default=DEFAULT_CODEC, description="The delta codec of the blob.")
+    value_bits: int = Field(default=0, description="Magnitude bits per kept entry (0: signs).")
     fidelity: FidelitySummary | None = Field(
         default=None, description="Measured at upload; null for revisions uploaded before it was."
     )
