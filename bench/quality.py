@@ -49,6 +49,13 @@ import torch
 from peft import PeftModel
 
 from bench.hub_process import RunningHub, running_hub
+from bench.quality_codecs import (
+    CODEC_POINTS,
+    QUICK_POINTS,
+    codec_speeds,
+    codec_summary,
+    write_codec_report,
+)
 from bench.quality_combine import MERGE_METHODS, measure_composition, measure_merge
 from bench.quality_library import LIBRARIES, SIZES, Library, train_library
 from bench.quality_report import RESULTS_FILE, write_report
@@ -69,7 +76,9 @@ from bench.quality_train import (
     set_lora,
 )
 from bench.smollm2 import load_smollm2
+from compeft_core.codecs import CODECS, DEFAULT_DENSITY
 from compeft_core.compress import compress
+from compeft_core.formats import DEFAULT_CODEC
 from compeft_core.lora_expert import LoraExpert
 from compeft_core.peft_io import read_adapter_folder
 from registry.client import HubClient
@@ -78,10 +87,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 DOCS_DIR = BENCH_DIR.parent / "docs"
 
 
-def results_dir(library: str) -> Path:
+def results_dir(library: str, codecs: bool = False) -> Path:
     """Where a library's full run writes: docs/results for the default library, else
-    docs/results-<library> (each folder beside its Markdown report, FOLDER.md)."""
-    return DOCS_DIR / ("results" if library == FULL.library.kind.name else f"results-{library}")
+    docs/results-<library>, and docs/results-codecs(-<library>) for the codec comparison (each
+    folder beside its Markdown report, FOLDER.md)."""
+    name = "results-codecs" if codecs else "results"
+    return DOCS_DIR / (name if library == FULL.library.kind.name else f"{name}-{library}")
 
 
 Tensors = dict[str, torch.Tensor]
@@ -95,16 +106,21 @@ class Setting:
     scope: str
     factorisation: str
     scale: str
+    codec: str = DEFAULT_CODEC
+    value_bits: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.factorisation}/{self.scale} {self.scope}@{self.density:g}"
+        """ComPEFT's settings keep the keys of the results stored before the other codecs."""
+        if self.codec == DEFAULT_CODEC and not self.value_bits:
+            return f"{self.factorisation}/{self.scale} {self.scope}@{self.density:g}"
+        levels = f"+{self.value_bits}b" if self.value_bits else ""
+        return f"{self.codec}{levels} {self.scope}@{self.density:g}"
 
 
-_COMPRESS_DEFAULTS = inspect.signature(compress).parameters
-DEFAULT_SETTING = Setting(
-    *(_COMPRESS_DEFAULTS[name].default for name in ("density", "scope", "factorisation", "scale"))
-)
+_SCOPE_DEFAULT = inspect.signature(compress).parameters["scope"].default
+_COMPEFT = CODECS[DEFAULT_CODEC]
+DEFAULT_SETTING = Setting(DEFAULT_DENSITY, _SCOPE_DEFAULT, _COMPEFT.factorisation, _COMPEFT.scale)
 # The paper's choice (ComPEFT's reference code), measured beside the default at each density.
 PAPER = {"factorisation": "as-trained", "scale": "entry"}
 
@@ -134,6 +150,7 @@ class Budget:
     retrieved: int
     compose_steps: int
     compose_modes: tuple[str, ...]  # compeft_core.compose's modes
+    combine: bool = True  # measure merging and composition (the codec comparison does not)
 
 
 FULL = Budget(
@@ -148,6 +165,19 @@ FULL = Budget(
     compose_steps=20,
     compose_modes=("lorahub", "cat"),
 )
+
+
+def codec_budget(base: Budget, points: Sequence[dict[str, Any]]) -> Budget:
+    """`base`'s tasks and splits at the codec comparison's points, with the stored alphas only
+    and no merging or composition (bench/quality_codecs.py)."""
+    return replace(
+        base,
+        settings=tuple(Setting(scope=DEFAULT_SETTING.scope, **point) for point in points),
+        alpha_multipliers=(1.0,),
+        combine=False,
+    )
+
+
 QUICK = Budget(
     Library(
         Q_V,
@@ -301,14 +331,21 @@ def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int)
                 t.name: measure_task(bench, model, t, stored[t.name], fetched[t.name], budget)
                 for t in tasks
             }
-        variants = expert_variants(library.kind, stored, fetched)
-        merge = measure_merge(
-            bench,
-            {v: list(e.values()) for v, e in variants.items()},
-            budget.merge_coefficients,
-            budget.merge_methods,
-        )
-        compose = measure_composition(bench, client, hub.user, variants, budget, seed)
+        merge, compose = {}, {}
+        if budget.combine:
+            variants = expert_variants(library.kind, stored, fetched)
+            merge = measure_merge(
+                bench,
+                {v: list(e.values()) for v, e in variants.items()},
+                budget.merge_coefficients,
+                budget.merge_methods,
+            )
+            compose = measure_composition(bench, client, hub.user, variants, budget, seed)
+    codecs = (
+        {}
+        if budget.combine
+        else codec_speeds(stored[tasks[0].name], {s.key: asdict(s) for s in budget.settings})
+    )
     return {
         "budget": asdict(budget),
         "seed": seed,
@@ -326,6 +363,7 @@ def run(budget: Budget, experts_dir: Path, work: Path, retrain: bool, seed: int)
         },
         "merge": merge,
         "compose": compose,
+        **({"codec_speeds": codecs} if codecs else {}),
     }
 
 
@@ -348,6 +386,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--train", action="store_true", help="retrain the library's experts")
     parser.add_argument(
+        "--codecs",
+        action="store_true",
+        help="compare the blob's codecs at matched sizes instead (bench/quality_codecs.py; "
+        "writes docs/results-codecs)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help="results folder (default docs/results, or "
@@ -358,17 +402,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
     if args.summary or args.report:
-        out = args.out or results_dir(args.library)
+        out = args.out or results_dir(args.library, args.codecs)
         results = json.loads((out / RESULTS_FILE).read_text())
-        summary = write_report(results, out) if args.report else summarize(results)
+        summary = _report(results, out) if args.report else _summary(results)
         print(json.dumps(summary))
         return summary
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
         scratch_dir = Path(scratch)
-        out = args.out or (scratch_dir / "results" if args.quick else results_dir(args.library))
+        out = args.out or (
+            scratch_dir / "results" if args.quick else results_dir(args.library, args.codecs)
+        )
         budget = QUICK if args.quick else replace(FULL, library=LIBRARIES[args.library])
+        if args.codecs:  # quick: one task, enough to go through every codec end to end
+            budget = (
+                codec_budget(replace(budget, library=_one_task(budget.library)), QUICK_POINTS)
+                if args.quick
+                else codec_budget(budget, CODEC_POINTS)
+            )
         experts_dir = scratch_dir / "experts" if args.quick else budget.library.folder
         (scratch_dir / "hub").mkdir()
         results = run(
@@ -384,9 +436,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["wall_s"] = time.perf_counter() - start
         out.mkdir(parents=True, exist_ok=True)
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n")  # before the report
-        summary = write_report(results, out)
+        summary = _report(results, out)
     print(json.dumps(summary))
     return summary
+
+
+def _one_task(library: Library) -> Library:
+    return replace(library, tasks=library.tasks[-1:])
+
+
+def _is_codec_comparison(results: dict[str, Any]) -> bool:
+    return not results["budget"].get("combine", True)
+
+
+def _report(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write the report of either run (quality or codec comparison); returns its summary."""
+    if _is_codec_comparison(results):
+        return write_codec_report(results, out)
+    return write_report(results, out)
+
+
+def _summary(results: dict[str, Any]) -> dict[str, Any]:
+    return codec_summary(results) if _is_codec_comparison(results) else summarize(results)
 
 
 if __name__ == "__main__":
