@@ -17,6 +17,7 @@ from bench.quality import (
     results_dir,
     upload_settings,
 )
+from bench.quality_codecs import PLOT, QUICK_POINTS, pareto_front
 from bench.quality_plots import PLOTS
 from bench.quality_report import RESULTS_FILE
 from bench.quality_summary import gain_kept, learned_tasks
@@ -96,7 +97,12 @@ def test_tasks_have_fixed_disjoint_balanced_splits():
 def test_settings_fetched_through_the_client_are_compeft_of_the_stored_adapter(hub_client):
     (task,) = load_tasks(SplitSizes(train=20, validation=0, test=0), ("news-outlet",))
     folder = FULL.library.folder / task.name
-    settings = [DEFAULT_SETTING, Setting(0.05, "global", **PAPER)]
+    settings = [
+        DEFAULT_SETTING,
+        Setting(0.05, "global", **PAPER),
+        Setting(0.1, "tensor", **PAPER, codec="dare", value_bits=4),
+        Setting(1.0, "tensor", **PAPER, codec="bitdelta"),
+    ]
     uploaded = upload_settings(hub_client, "alice", folder, task, settings)
     stored = read_adapter_folder(folder).tensors
     for setting in settings:
@@ -145,6 +151,33 @@ def test_gain_kept_is_over_the_learned_tasks_with_stored_or_tuned_alphas():
     assert gain_kept(results, "default", "test_stored") == pytest.approx((0.5 + 0.25) / 2)
     assert gain_kept(results, "default", "test") == pytest.approx((1 + 0.75) / 2)
     assert gain_kept(_results((0.5, 0.55, 0.2, 0.2)), "default", "test") is None
+
+
+@pytest.mark.slow
+def test_quick_codec_comparison_goes_through_every_codec_and_reports_the_front(tmp_path):
+    out = tmp_path / "results-codecs"
+    _, summary = run_bench("bench.quality", "--codecs", "--quick", "--out", str(out), timeout=600)
+    keys = {Setting(scope="tensor", **point).key for point in QUICK_POINTS}
+    assert set(summary["points"]) == keys and summary["tasks"] == 1
+    assert summary["pareto"] and set(summary["pareto"]) <= keys
+    results = json.loads((out / RESULTS_FILE).read_text())
+    assert set(results["codec_speeds"]) == keys
+    (task,) = results["tasks"].values()
+    assert {u["codec"] for u in task["uploads"].values()} == {"compeft", "dare", "bitdelta"}
+    assert (out / PLOT).is_file()
+    report = out.with_suffix(".md").read_text()
+    assert "| point | bits/param |" in report and "| yes |" in report
+
+
+def test_the_pareto_front_keeps_the_points_nothing_beats_on_size_and_gain():
+    figures = {
+        "small": {"bits_per_param": 0.4, "gain_kept": 0.8},
+        "medium": {"bits_per_param": 0.6, "gain_kept": 0.95},
+        "worse": {"bits_per_param": 0.7, "gain_kept": 0.9},  # medium is smaller and better
+        "same_gain_bigger": {"bits_per_param": 1.0, "gain_kept": 0.95},
+        "best": {"bits_per_param": 1.5, "gain_kept": 0.99},
+    }
+    assert pareto_front(figures) == ["small", "medium", "best"]
 
 
 @pytest.mark.slow
