@@ -30,7 +30,11 @@ from bench.synthetic import llama_32m, llama_lora
 from compeft_core import CompressedExpert
 from compeft_core.compress import compress
 
-OTHERS = ("bitdelta", "dare")  # the blob's other codecs (compeft_core.codecs), at their defaults
+OTHERS = (
+    "bitdelta",
+    "dare",
+    "deltadq",
+)  # the blob's other codecs (compeft_core.codecs), at their defaults
 
 
 def entropy_bound_bits(density: float) -> float:

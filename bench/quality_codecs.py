@@ -9,6 +9,8 @@ parameter. The points aim at about 0.35, 0.6, 1.0, 1.5 and 2 bits a parameter fo
   pass ~1.6 bits, so the 2-bit point is ComPEFT with 2-bit magnitude levels;
 - `compeft+2b`: the top-k with 2-bit magnitude levels;
 - `dare+4b`: DARE's random subset, rescaled, with 4-bit magnitude levels (the blob's default);
+- `deltadq+4b`: DeltaDQ's group-wise dropout (the same share of every 16 entries), rescaled,
+  with 4-bit magnitude levels;
 - `bitdelta`: every sign, one scale per tensor (its only size, ~1 bit).
 Encode and decode throughput of every point are timed on one expert of the library in the same
 run (`codec_speeds`). The report (`write_codec_report`) writes the table, the Pareto front of mean
@@ -29,6 +31,7 @@ import torch
 from bench.quality_plots import families, fp16_bits
 from bench.quality_summary import learned_tasks
 from compeft_core import CompressedExpert
+from compeft_core.codecs import CODECS
 from compeft_core.compress import compress
 
 _BALANCED = {"factorisation": "balanced", "scale": "unbiased"}
@@ -40,9 +43,14 @@ CODEC_POINTS: tuple[dict[str, Any], ...] = (
     *({"codec": "compeft", "density": d, "value_bits": 2, **_LEVELS} for d in (0.05, 0.1, 0.3)),
     *({"codec": "dare", "density": d, "value_bits": 4, **_AS_TRAINED} for d in (0.03, 0.05, 0.1)),
     *({"codec": "dare", "density": d, "value_bits": 4, **_AS_TRAINED} for d in (0.15, 0.2)),
+    *({"codec": "deltadq", "density": d, "value_bits": 4, **_AS_TRAINED} for d in (0.05, 0.1, 0.2)),
     {"codec": "bitdelta", "density": 1.0, "value_bits": 0, **_AS_TRAINED},
 )
-QUICK_POINTS: tuple[dict[str, Any], ...] = (CODEC_POINTS[1], CODEC_POINTS[-4], CODEC_POINTS[-1])
+# One point of each codec (at density 0.1 where it has one): enough to go through all of them.
+QUICK_POINTS: tuple[dict[str, Any], ...] = tuple(
+    next(p for p in CODEC_POINTS if p["codec"] == codec and p["density"] in (0.1, 1.0))
+    for codec in CODECS
+)
 PLOT = "codecs_accuracy_vs_bits.png"
 SPEED_REPEATS = 3
 

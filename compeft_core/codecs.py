@@ -7,12 +7,20 @@ say how it was made (docs/blob-format.md, "Codecs"):
 - `compeft` (ComPEFT, arXiv 2311.13171): the round(density x n) entries of largest magnitude, sign
   only. The hub's LoRA choices (balanced factorisation, unbiased scale) are its defaults.
 - `bitdelta` (arXiv 2402.10193): every entry's sign and one L2-optimal scale per matrix: ComPEFT
-  at density 1, as trained. Its scale distillation needs the base model and data, so it runs on
-  the client (`compeft_core.calibration`), for every codec.
+  at density 1, as trained. Its scale distillation needs the base model and data; the hub does
+  not run it yet (see docs/blob-format.md).
 - `dare` (drop and rescale, arXiv 2311.03099): a uniformly random subset of round(density x n)
   entries per segment (drop rate p = 1 - density), each rescaled by 1 / density, stored at reduced
   precision: sign + `value_bits` magnitude bits (default 4). The paper keeps full precision; the
   hub's blob stores levels, as the issue asks ("stored at reduced precision").
+- `deltadq` (DeltaDQ, arXiv 2410.08666): group-wise dropout, DARE's drop and rescale done within
+  each group of `group_size` consecutive entries (along a matrix row: the input dimension), so
+  every group keeps the same share (density x group_size, to within one entry) and every
+  output's sum of kept terms stays balanced; then the kept values are quantised on a uniform grid (the blob's levels,
+  default 4 bits + sign). The paper's Separate Quantization splits each k-bit value into parts of
+  fewer bits for storage and compute; it rearranges the same bits and is not a separate stream
+  here. The paper searches the group size per model; the hub's is GROUP_SIZE (docs/blob-format.md
+  says how it was measured).
 """
 
 from __future__ import annotations
@@ -30,19 +38,29 @@ class Codec:
     """What a codec fixes and what it leaves to the caller (None: the caller's choice)."""
 
     name: str
-    selection: str  # "magnitude" (top-k by |x|) or "random" (a seeded uniform subset)
+    selection: str  # "magnitude" (top-k by |x|), "random" (a seeded uniform subset) or "grouped"
     density: float | None  # fixed density, or None for the caller's (default DEFAULT_DENSITY)
     value_bits: int  # default magnitude bits per kept entry
     factorisation: str  # default LoRA gauge
     scale: str  # default alpha rule; codecs with value bits fit alpha with the levels ("entry")
     rescale: bool  # kept values divided by the density before they are coded (DARE)
+    group_size: int | None = None  # "grouped": the entries each random draw keeps a share of
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the kept entries are drawn at random (from `compress`'s seed)."""
+        return self.selection != "magnitude"
 
 
 DEFAULT_DENSITY = 0.1
+GROUP_SIZE = 16
 CODECS: dict[CodecName, Codec] = {
     "compeft": Codec("compeft", "magnitude", None, 0, "balanced", "unbiased", rescale=False),
     "bitdelta": Codec("bitdelta", "magnitude", 1.0, 0, "as-trained", "entry", rescale=False),
     "dare": Codec("dare", "random", None, 4, "as-trained", "entry", rescale=True),
+    "deltadq": Codec(
+        "deltadq", "grouped", None, 4, "as-trained", "entry", rescale=True, group_size=GROUP_SIZE
+    ),
 }
 
 
@@ -69,3 +87,18 @@ def random_keep(size: int, k: int, generator: np.random.Generator) -> np.ndarray
     keep = np.zeros(size, dtype=bool)
     keep[generator.choice(size, size=k, replace=False)] = True
     return keep
+
+
+def grouped_keep(size: int, k: int, group_size: int, generator: np.random.Generator) -> np.ndarray:
+    """A boolean array with exactly `k` of `size` entries set, spread over the runs of
+    `group_size` consecutive entries (the last may be shorter) in proportion to their lengths:
+    run i keeps round(k x end_i / size) - round(k x start_i / size) of its entries, uniformly at
+    random, so every run keeps its share to within one entry and the total is exact (the 1 /
+    density rescale stays unbiased)."""
+    groups = -(-size // group_size)
+    bounds = np.minimum(np.arange(groups + 1) * group_size, size)
+    shares = np.diff(np.rint(k * bounds / size).astype(np.int64))
+    keys = generator.random((groups, group_size))
+    keys.reshape(-1)[size:] = np.inf  # the padding of the last run is never kept
+    ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+    return (ranks < shares[:, None]).reshape(-1)[:size]

@@ -162,7 +162,7 @@ def _codec_choices(
         )
     bits = checked_value_bits(chosen, value_bits)
     scale = scale or ("entry" if bits else chosen.scale)
-    if (bits or chosen.selection == "random") and (scale != "entry" or alpha is not None):
+    if (bits or chosen.seeded) and (scale != "entry" or alpha is not None):
         raise CompressionInputError(
             f"codec {codec} with {bits} value bits fits each segment's alpha to the kept "
             "magnitudes: scale must be 'entry' and alpha None"
@@ -188,7 +188,7 @@ def compress(
 
     `codec` names the rule (ComPEFT's top-k signs by default); `density`, `factorisation`,
     `scale` and `value_bits` left as None take that codec's defaults (density 0.1 where the
-    codec does not fix it). `seed` draws DARE's random subset.
+    codec does not fix it). `seed` draws DARE's and DeltaDQ's random subsets.
     `alpha=None` stores the default alpha per segment that `scale` names (see the module
     docstring); a number is stored as every segment's default instead (the blob then says
     scale "fixed"). `factorisation` says in which gauge LoRA pairs are compressed; an expert
@@ -235,7 +235,7 @@ def compress(
         # What was done, not what was asked: without LoRA pairs the paper's path applied.
         "factorisation": factorisation if pairs else "as-trained",
     }
-    if bits or chosen.selection == "random":
+    if bits or chosen.seeded:
         return _valued_expert(flat, layout, pairs, ks, chosen, bits, seed, measure_fidelity, common)
     bits_view = flat.view(np.uint32)
     thresholds, ties = select_thresholds(bits_view, starts, ends, ks)
@@ -288,8 +288,10 @@ def _valued_expert(
     """The expert of a codec that selects at random or stores magnitude levels: each segment's
     alpha is fitted with its levels (`compeft_core.levels`), so its scale is "entry"."""
     starts, ends = _segments(layout, common["scope"])
-    if chosen.selection == "random":
-        mask, signs, kept = random_ternary(flat, starts, ends, ks, seed)
+    if chosen.seeded:
+        mask, signs, kept = random_ternary(
+            flat, layout, (starts, ends), ks, common["density"], chosen, seed
+        )
     else:
         bits_view = flat.view(np.uint32)
         thresholds, ties = select_thresholds(bits_view, starts, ends, ks)

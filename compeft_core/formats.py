@@ -21,6 +21,6 @@ PICKLE_REFUSED = (
 FLOAT32_MAX: float = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 # The blob's delta codecs (compeft_core.codecs defines them) and the most magnitude bits a kept
 # entry may carry (compeft_core.levels).
-CodecName = Literal["compeft", "bitdelta", "dare"]
+CodecName = Literal["compeft", "bitdelta", "dare", "deltadq"]
 DEFAULT_CODEC: CodecName = "compeft"
 MAX_VALUE_BITS = 8

@@ -1,7 +1,7 @@
 """The kept entries of the codecs beyond ComPEFT's top-k signs: random selection and levels.
 
 ComPEFT's own path (`compeft_core.ternary`) selects by magnitude and decodes every kept entry of
-a segment to +-alpha * sigma. Here: DARE's random selection (`random_ternary`), the magnitude
+a segment to +-alpha * sigma. Here: DARE's and DeltaDQ's random selection (`random_ternary`), the magnitude
 levels of the kept entries (`level_values`, `compeft_core.levels`), their decoding
 (`kept_positions`, `kept_values`) and their fidelity, which the ternary moments cannot give.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compeft_core.codecs import random_keep
+from compeft_core.codecs import Codec, grouped_keep, random_keep
 from compeft_core.fidelity import Fidelity
 from compeft_core.levels import fit_levels, kept_positions, pack_levels
 from compeft_core.lora_gauge import LoraPair
@@ -20,17 +20,32 @@ from compeft_core.lora_scales import TensorLayout
 
 
 def random_ternary(
-    flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, ks: np.ndarray, seed: int
+    flat: np.ndarray,
+    layout: TensorLayout,
+    segments: tuple[np.ndarray, np.ndarray],
+    ks: np.ndarray,
+    density: float,
+    codec: Codec,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mask, signs, kept) of a uniformly random subset of ks[s] positions of each segment.
+    """(mask, signs, kept) of `codec`'s random subset: "random" draws ks[s] positions of each
+    segment (`segments`: starts, ends) uniformly; "grouped" draws round(density x size) of each
+    tensor, spread evenly over its groups of `codec.group_size` consecutive entries.
 
-    The subset is drawn from one generator seeded with `seed`, segment by segment, so the same
-    input and seed give the same blob. Chosen entries that are exactly 0 are written as not kept.
+    The subset is drawn from one generator seeded with `seed`, segment (or tensor) by segment,
+    so the same input and seed give the same blob. Chosen entries that are exactly 0 are written
+    as not kept.
     """
     generator = np.random.default_rng(seed)
     keep = np.zeros(flat.size, dtype=bool)
-    for start, end, k in zip(starts, ends, ks, strict=True):
-        keep[start:end] = random_keep(int(end - start), int(k), generator)
+    starts, ends = segments
+    if codec.group_size is None:
+        for start, end, k in zip(starts, ends, ks, strict=True):
+            keep[start:end] = random_keep(int(end - start), int(k), generator)
+    else:
+        for start, end in zip(layout.starts, layout.ends, strict=True):
+            size = int(end - start)
+            keep[start:end] = grouped_keep(size, round(density * size), codec.group_size, generator)
     keep &= flat != 0
     return (
         np.packbits(keep, bitorder="little"),

@@ -22,6 +22,7 @@ from bench.quality_plots import PLOTS
 from bench.quality_report import RESULTS_FILE
 from bench.quality_summary import gain_kept, learned_tasks
 from bench.quality_tasks import SplitSizes, load_tasks
+from compeft_core.codecs import CODECS
 from compeft_core.compress import compress
 from compeft_core.peft_io import read_adapter_folder
 from tests.bench_runs import run_bench
@@ -102,6 +103,7 @@ def test_settings_fetched_through_the_client_are_compeft_of_the_stored_adapter(h
         Setting(0.05, "global", **PAPER),
         Setting(0.1, "tensor", **PAPER, codec="dare", value_bits=4),
         Setting(1.0, "tensor", **PAPER, codec="bitdelta"),
+        Setting(0.2, "tensor", **PAPER, codec="deltadq", value_bits=3),
     ]
     uploaded = upload_settings(hub_client, "alice", folder, task, settings)
     stored = read_adapter_folder(folder).tensors
@@ -163,7 +165,7 @@ def test_quick_codec_comparison_goes_through_every_codec_and_reports_the_front(t
     results = json.loads((out / RESULTS_FILE).read_text())
     assert set(results["codec_speeds"]) == keys
     (task,) = results["tasks"].values()
-    assert {u["codec"] for u in task["uploads"].values()} == {"compeft", "dare", "bitdelta"}
+    assert {u["codec"] for u in task["uploads"].values()} == set(CODECS)
     assert (out / PLOT).is_file()
     report = out.with_suffix(".md").read_text()
     assert "| point | bits/param |" in report and "| yes |" in report

@@ -1,4 +1,4 @@
-"""The blob's other codecs (BitDelta, DARE, levels): what they keep, what they decode to, and
+"""The blob's other codecs (BitDelta, DARE, DeltaDQ, levels): what they keep, what they decode to, and
 that hostile version 3 blobs fail cleanly. Each expected value is computed here from the codec's
 definition (docs/blob-format.md, "Codecs"), not by the library."""
 
@@ -13,6 +13,7 @@ import safetensors.numpy
 import torch
 
 from compeft_core import CompressedExpert
+from compeft_core.codecs import GROUP_SIZE
 from compeft_core.compress import compress
 from compeft_core.errors import BlobFormatError, CompressionInputError
 from compeft_core.levels import fit_levels, level_grid, pack_levels, unpack_levels
@@ -99,17 +100,46 @@ def test_dare_keeps_a_random_subset_rescaled_by_one_over_the_density(tensors):
         assert np.abs(values[kept] - rescaled).max() <= step / 2 * 1.0001
 
 
-def test_dare_is_reproducible_by_seed(tensors):
-    first = compress(tensors, codec="dare", seed=1).to_bytes()
-    assert compress(tensors, codec="dare", seed=1).to_bytes() == first
-    assert compress(tensors, codec="dare", seed=2).to_bytes() != first
+@pytest.mark.parametrize("codec", ["dare", "deltadq"])
+def test_random_codecs_are_reproducible_by_seed(tensors, codec):
+    first = compress(tensors, codec=codec, seed=1).to_bytes()
+    assert compress(tensors, codec=codec, seed=1).to_bytes() == first
+    assert compress(tensors, codec=codec, seed=2).to_bytes() != first
+
+
+@pytest.mark.parametrize("density", [0.1, 0.3])
+def test_deltadq_keeps_the_same_share_of_every_group_rescaled(tensors, density):
+    """Group-wise dropout: each run of GROUP_SIZE consecutive entries of a tensor (row-major,
+    so along the input dimension) keeps density x GROUP_SIZE entries to within one, the tensor
+    exactly round(density x n); kept values are x / density on the uniform 8-bit grid."""
+    expert = compress(tensors, codec="deltadq", density=density, value_bits=8, seed=5)
+    assert (expert.codec, expert.value_bits, expert.factorisation) == ("deltadq", 8, "as-trained")
+    for name, values in _decoded(expert).items():
+        x = tensors[name].double().numpy().reshape(-1)
+        kept = values.reshape(-1) != 0
+        assert kept.sum() == round(density * x.size)
+        padded = np.concatenate([kept, np.zeros(-x.size % GROUP_SIZE, bool)])
+        per_group = padded.reshape(-1, GROUP_SIZE).sum(axis=1)[: x.size // GROUP_SIZE]
+        assert np.abs(per_group - density * GROUP_SIZE).max() < 1
+        assert np.abs(x[kept]).min() < np.abs(x[~kept]).max()  # random, not the top-k
+        decoded = values.reshape(-1)[kept]
+        step = np.abs(decoded).max() * 2 / (2 * 256 - 1)
+        assert np.abs(decoded - x[kept] / density).max() <= step / 2 * 1.0001
+
+
+def test_deltadq_groups_draw_different_entries_in_each_group():
+    """The share is the same, the entries are not: the positions kept differ between groups."""
+    tensors = {"w": torch.rand(64, 64, generator=torch.Generator().manual_seed(0)) + 0.5}
+    kept = _decoded(compress(tensors, codec="deltadq", density=0.25))["w"].reshape(-1, 16) != 0
+    assert (kept.sum(axis=1) == 4).all()
+    assert len({tuple(row) for row in kept}) > 100
 
 
 def test_compeft_blobs_stay_version_2_and_the_others_say_their_codec(tensors):
     compeft_blob = compress(tensors).to_bytes()
     assert _metadata(compeft_blob)["version"] == "2"
     assert "method" not in _metadata(compeft_blob)
-    for codec, bits in (("bitdelta", "0"), ("dare", "4")):
+    for codec, bits in (("bitdelta", "0"), ("dare", "4"), ("deltadq", "4")):
         metadata = _metadata(compress(tensors, codec=codec).to_bytes())
         assert (metadata["version"], metadata["method"], metadata["value_bits"]) == (
             "3",
@@ -135,7 +165,9 @@ def test_dare_measures_fidelity_on_the_decoded_product(tensors):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"codec": "zip"}, "codec must be one of compeft, bitdelta, dare"),
+        ({"codec": "zip"}, "codec must be one of compeft, bitdelta, dare, deltadq"),
+        ({"codec": "deltadq", "density": 1.5}, r"density must be in \(0, 1\]"),
+        ({"codec": "deltadq", "alpha": 0.5}, "scale must be 'entry' and alpha None"),
         ({"codec": "dare", "value_bits": 9}, "value_bits must be an integer from 0 to 8"),
         ({"value_bits": 2.5}, "value_bits must be an integer"),
         ({"codec": "dare", "scale": "unbiased"}, "scale must be 'entry' and alpha None"),

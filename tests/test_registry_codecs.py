@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from bench.adapter_files import DEFAULT_METADATA, lora_adapter, lora_tensors
 from compeft_core import CompressedExpert
+from compeft_core.codecs import GROUP_SIZE
 from compeft_core.levels import level_grid
 from registry.client.hub import HubClient
 from tests.fixtures.live_hub import RunCli
@@ -52,6 +53,20 @@ def test_a_dare_upload_keeps_a_random_share_with_levels(hub: Hub) -> None:
         magnitude = expert.default_alphas[name] * expert.sigmas[name]
         relative = (values[kept].abs() / magnitude).numpy()
         assert np.isclose(relative[:, None], grid[None, :]).any(axis=1).all()
+
+
+def test_a_deltadq_upload_keeps_the_same_share_of_every_group(hub: Hub) -> None:
+    metadata = {**DEFAULT_METADATA, "codec": "deltadq", "density": 0.25}
+    body = hub.upload("alice/groups", lora_adapter(), token=hub.token(), metadata=metadata).json()
+    assert (body["codec"], body["value_bits"], body["density"]) == ("deltadq", 4, 0.25)
+    expert = _stored(hub, body)
+    assert expert.codec == "deltadq"
+    for name, values in expert.decompress(dtype=torch.float64).items():
+        kept = (values != 0).reshape(-1)
+        whole_groups = kept[: kept.numel() // GROUP_SIZE * GROUP_SIZE].reshape(-1, GROUP_SIZE)
+        assert (whole_groups.sum(dim=1) == GROUP_SIZE // 4).all(), name
+    detail = hub.client.get("/api/v1/experts/alice/groups/revisions/1").json()
+    assert (detail["codec"], detail["value_bits"]) == ("deltadq", 4)
 
 
 def test_the_server_default_codec_applies_to_uploads_that_name_none(hub: Hub) -> None:

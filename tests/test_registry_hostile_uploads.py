@@ -115,7 +115,7 @@ HOSTILE_UPLOADS = {
     "unknown_scale": Hostile(metadata={**DEFAULT_METADATA, "scale": 2}, message="scale"),
     "unknown_codec": Hostile(
         metadata={**DEFAULT_METADATA, "codec": "zip"},
-        message="codec: Input should be 'compeft', 'bitdelta' or 'dare'",
+        message="codec: Input should be 'compeft', 'bitdelta', 'dare' or 'deltadq'",
     ),
     "value_bits_nine": Hostile(
         metadata={**DEFAULT_METADATA, "value_bits": 9}, message="value_bits"

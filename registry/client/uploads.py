@@ -60,8 +60,8 @@ class UploadCalls:
         connect or 502/503/504 is retried: anything else may have created the revision already.
         `parent_revision` makes the upload fail with ConflictError unless it is the expert's
         latest revision (0: the expert must not exist yet). `density`, `scope`, `factorisation`,
-        `scale`, `codec` (compeft, bitdelta, dare: docs/blob-format.md) and `value_bits` left as
-        None take the hub's defaults (`compeft_core.compress` explains them).
+        `scale`, `codec` (compeft, bitdelta, dare, deltadq: docs/blob-format.md) and
+        `value_bits` left as None take the hub's defaults (`compeft_core.compress` explains them).
         `base_model` names the base model's hub id where the adapter config records a local path
         (the answer's `warnings` say when it looks like one); `base_model_variant` says which
         copy of it the expert was trained on (full-precision, nf4, ...). `license` and `datasets` left as
