@@ -58,7 +58,7 @@ from bench.quality_codecs import (
 )
 from bench.quality_combine import MERGE_METHODS, measure_composition, measure_merge
 from bench.quality_library import LIBRARIES, SIZES, Library, train_library
-from bench.quality_report import RESULTS_FILE, write_report
+from bench.quality_report import CODECS_DIR, RESULTS_FILE, write_report
 from bench.quality_summary import summarize
 from bench.quality_tasks import (
     LabelTask,
@@ -91,7 +91,7 @@ def results_dir(library: str, codecs: bool = False) -> Path:
     """Where a library's full run writes: docs/results for the default library, else
     docs/results-<library>, and docs/results-codecs(-<library>) for the codec comparison (each
     folder beside its Markdown report, FOLDER.md)."""
-    name = "results-codecs" if codecs else "results"
+    name = CODECS_DIR if codecs else "results"
     return DOCS_DIR / (name if library == FULL.library.kind.name else f"{name}-{library}")
 
 

@@ -53,6 +53,7 @@ QUICK_POINTS: tuple[dict[str, Any], ...] = tuple(
 )
 PLOT = "codecs_accuracy_vs_bits.png"
 SPEED_REPEATS = 3
+DEFAULT_TOLERANCE = 0.02  # gain kept a default may give up against the best point, for size
 
 
 def codec_line(upload: dict[str, Any]) -> str:
@@ -129,20 +130,32 @@ def pareto_front(figures: dict[str, dict[str, Any]]) -> list[str]:
     )
 
 
+def default_point(figures: dict[str, dict[str, Any]], front: list[str]) -> str:
+    """The hub's default by a rule fixed before the measurement: the smallest point of the front
+    (`front`, by bits) whose gain kept is within DEFAULT_TOLERANCE of the best of any point,
+    i.e. near-lossless at the least size. The best point is on the front, so one qualifies."""
+    best = max(f["gain_kept"] for f in figures.values())
+    return next(key for key in front if figures[key]["gain_kept"] >= best - DEFAULT_TOLERANCE)
+
+
 def codec_summary(results: dict[str, Any]) -> dict[str, Any]:
-    """The last line's figures: per point bits and gain kept, and the Pareto front."""
+    """The last line's figures: per point bits and gain kept, the Pareto front and the default
+    point it gives (`default_point`)."""
     figures = point_figures(results)
+    front = pareto_front(figures)
     return {
         "tasks": len(results["tasks"]),
         "learned_tasks": len(learned_tasks(results)),
         "points": {
             key: {
+                "line": f["line"],
                 "bits_per_param": round(f["bits_per_param"], 4),
                 "gain_kept": round(f["gain_kept"], 4),
             }
             for key, f in figures.items()
         },
-        "pareto": pareto_front(figures),
+        "pareto": front,
+        "default": default_point(figures, front),
     }
 
 
@@ -186,8 +199,37 @@ def _markdown(results: dict[str, Any], summary: dict[str, Any], out: Path) -> st
             f"{f.get('encode_mparams_s', float('nan')):.0f} | {f.get('decode_mparams_s', float('nan')):.0f} | "
             f"{'yes' if key in front else ''} |"
         )
-    lines += ["", f"![accuracy against bits per parameter]({out.name}/{PLOT})", ""]
+    lines += ["", *default_choice_lines(summary), ""]
+    lines += [f"![accuracy against bits per parameter]({out.name}/{PLOT})", ""]
     return "\n".join(lines)
+
+
+def default_choice_lines(summary: dict[str, Any]) -> list[str]:
+    """Which point the rule chose as the hub's default, and what the others offer beside it
+    (docs/results.md quotes these lines)."""
+    points, chosen = summary["points"], summary["default"]
+    best = max(points, key=lambda k: points[k]["gain_kept"])
+    pick = points[chosen]
+    lines = [
+        (
+            f"Default by the rule (the smallest point of the Pareto front within "
+            f"{DEFAULT_TOLERANCE:.0%} gain kept of the best point): **{chosen}**, "
+            f"{pick['bits_per_param']:.3f} bits/param, {pick['gain_kept']:.1%} gain kept; the best "
+            f"point is {best} ({points[best]['gain_kept']:.1%} at "
+            f"{points[best]['bits_per_param']:.3f} bits/param)."
+        ),
+        "",
+    ]
+    for line in sorted({v["line"] for v in points.values()} - {pick["line"]}):
+        ours = {k: v for k, v in points.items() if v["line"] == line}
+        within = [k for k, v in ours.items() if v["bits_per_param"] <= pick["bits_per_param"]]
+        top = max(within or ours, key=lambda k: ours[k]["gain_kept"])
+        size = "at or below that size" if within else "at any size (all larger)"
+        lines.append(
+            f"- {line}: best {ours[top]['gain_kept']:.1%} gain kept {size} ({top}, "
+            f"{ours[top]['bits_per_param']:.3f} bits/param)."
+        )
+    return lines
 
 
 def _accuracy_vs_bits(results: dict[str, Any]) -> plt.Figure:

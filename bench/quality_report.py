@@ -9,6 +9,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from bench.quality_codecs import codec_summary, default_choice_lines
 from bench.quality_plots import (
     PLOTS,
     composition_columns,
@@ -32,6 +33,7 @@ from bench.quality_summary import (
 )
 
 RESULTS_FILE = "quality.json"
+CODECS_DIR = "results-codecs"  # the codec comparison's folder, beside this report's
 MERGE_METHODS_TEXT = (
     "`weights` adds A's to A's and B's to B's (LoraHub-like, with cross terms); `product` adds "
     "the updates B·A exactly (rank Σr); `product-svd` truncates that sum back to rank r by SVD; "
@@ -72,6 +74,7 @@ def _markdown(results: dict[str, Any], summary: dict[str, Any], out: Path) -> st
         _compose_table(results),
         _image(out, composition_plot, "composition on unseen tasks"),
         _bytes_table(results),
+        _codec_choice(out),
         _findings(results, summary),
         _caveats(results),
         [
@@ -350,6 +353,24 @@ def _bytes_table(results: dict[str, Any]) -> list[str]:
             f"{m['wire_bytes']:,.0f} | {m['fp16_bytes']:,.0f} | {m['ratio']:.1f}x |"
         )
     return lines
+
+
+def _codec_choice(out: Path) -> list[str]:
+    """Section 6 from the codec comparison's stored results beside this report's, if any."""
+    stored = out.parent / CODECS_DIR / RESULTS_FILE
+    if not stored.is_file():
+        return ["## 6. The default codec", "", f"No codec comparison in {CODECS_DIR}/ yet."]
+    return [
+        "## 6. The default codec",
+        "",
+        (
+            f"From the codec comparison ([{CODECS_DIR}.md]({CODECS_DIR}.md): every codec of the "
+            "blob on these experts and tasks at about 0.35 to 2 bits/param, stored alphas, no "
+            "tuning), by a rule fixed before it ran:"
+        ),
+        "",
+        *default_choice_lines(codec_summary(json.loads(stored.read_text()))),
+    ]
 
 
 def _findings(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:

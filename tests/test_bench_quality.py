@@ -17,7 +17,12 @@ from bench.quality import (
     results_dir,
     upload_settings,
 )
-from bench.quality_codecs import PLOT, QUICK_POINTS, pareto_front
+from bench.quality_codecs import (
+    PLOT,
+    QUICK_POINTS,
+    default_point,
+    pareto_front,
+)
 from bench.quality_plots import PLOTS
 from bench.quality_report import RESULTS_FILE
 from bench.quality_summary import gain_kept, learned_tasks
@@ -180,6 +185,17 @@ def test_the_pareto_front_keeps_the_points_nothing_beats_on_size_and_gain():
         "best": {"bits_per_param": 1.5, "gain_kept": 0.99},
     }
     assert pareto_front(figures) == ["small", "medium", "best"]
+
+
+def test_the_default_is_the_smallest_front_point_within_two_points_of_the_best():
+    figures = {
+        "small": {"bits_per_param": 0.4, "gain_kept": 0.90},
+        "medium": {"bits_per_param": 0.6, "gain_kept": 0.975},
+        "best": {"bits_per_param": 1.5, "gain_kept": 0.99},
+    }
+    assert default_point(figures, pareto_front(figures)) == "medium"
+    figures["medium"]["gain_kept"] = 0.96  # now more than 2 points below the best
+    assert default_point(figures, pareto_front(figures)) == "best"
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bench import quality
+from bench.quality_codecs import codec_summary, default_choice_lines
 from bench.quality_plots import PLOTS, curves, families, family
 from bench.quality_report import RESULTS_FILE
 from bench.quality_summary import goals, summarize
@@ -178,3 +179,43 @@ def test_report_and_plots_are_rewritten_from_the_stored_json(tmp_path):
     )
     for plot in PLOTS:
         assert f"(results/{plot})" in report
+    assert "No codec comparison in results-codecs/ yet." in report
+
+
+def codec_results_by_hand() -> dict:
+    """Two learned tasks (base 0.2, fp16 0.8), three points of two codecs."""
+    points = {  # key: (codec, bits/param, test accuracy on both tasks)
+        "balanced/unbiased tensor@0.1": ("compeft", 0.57, 0.79),
+        "balanced/unbiased tensor@0.2": ("compeft", 0.9, 0.8),
+        "dare+4b tensor@0.1": ("dare", 0.97, 0.7),
+    }
+    task = {
+        "source": "chatterbot-corpus",
+        "base": 0.2,
+        "uncompressed": 0.8,
+        "uploads": {
+            key: {"codec": codec, "bits_per_param": bits, "density": 0.1, "value_bits": 0}
+            for key, (codec, bits, _) in points.items()
+        },
+        "settings": {key: {"test_stored": accuracy} for key, (_, _, accuracy) in points.items()},
+    }
+    return {"budget": {"combine": False}, "tasks": {"a": task, "b": task}}
+
+
+def test_the_quality_report_quotes_the_default_codec_of_the_comparison_beside_it(tmp_path):
+    summary = codec_summary(codec_results_by_hand())
+    assert summary["default"] == "balanced/unbiased tensor@0.1"  # 98.3% vs the best's 100%
+    lines = default_choice_lines(summary)
+    assert "**balanced/unbiased tensor@0.1**, 0.570 bits/param, 98.3% gain kept" in lines[0]
+    assert lines[2] == (
+        "- dare: best 83.3% gain kept at any size (all larger) (dare+4b tensor@0.1, "
+        "0.970 bits/param)."
+    )
+    (tmp_path / "results-codecs").mkdir()
+    (tmp_path / "results-codecs" / RESULTS_FILE).write_text(json.dumps(codec_results_by_hand()))
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / RESULTS_FILE).write_text(json.dumps(results_by_hand()))
+    quality.main(["--report", "--out", str(out)])
+    report = out.with_suffix(".md").read_text()
+    assert "## 6. The default codec" in report and lines[0] in report
