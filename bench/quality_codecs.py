@@ -28,7 +28,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
-from bench.quality_plots import families, fp16_bits
+from bench.quality_plots import families, fp16_bits, mark_references
 from bench.quality_summary import learned_tasks
 from compeft_core import CompressedExpert
 from compeft_core.codecs import CODECS
@@ -249,22 +249,7 @@ def _accuracy_vs_bits(results: dict[str, Any]) -> plt.Figure:
                 marker="o",
                 label=line,
             )
-        axis.plot(
-            [fp16_bits(results)],
-            [fmean(tasks[n]["uncompressed"] for n in members)],
-            "k*",
-            markersize=11,
-            label="fp16 expert",
-        )
-        axis.axhline(
-            fmean(tasks[n]["base"] for n in members),
-            color="grey",
-            linestyle="--",
-            label="base model",
-        )
-        axis.set_xscale("log")
-        axis.set_xlabel("bits / parameter")
-        axis.set_title(f"{name} ({len(members)} tasks)", fontsize=9)
+        mark_references(axis, results, name, members)
     axes[0][0].set_ylabel("mean test accuracy (stored alphas)")
     figure.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncols=6, fontsize=7)
     figure.tight_layout(rect=(0, 0.12, 1, 1))

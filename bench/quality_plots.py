@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 PLOTS = ("accuracy_vs_bits.png", "fidelity_vs_accuracy.png", "composition.png")
@@ -87,26 +88,32 @@ def _accuracy_vs_bits(results: dict[str, Any]) -> Figure:
                     color=colour,
                     label=f"{line}, {label}",
                 )
-        axis.plot(
-            [fp16_bits(results)],
-            [fmean(tasks[n]["uncompressed"] for n in members)],
-            "k*",
-            markersize=11,
-            label="fp16 expert",
-        )
-        axis.axhline(
-            fmean(tasks[n]["base"] for n in members),
-            color="grey",
-            linestyle="--",
-            label="base model",
-        )
-        axis.set_xscale("log")
-        axis.set_xlabel("bits / parameter")
-        axis.set_title(f"{name} ({len(members)} tasks)", fontsize=9)
+        mark_references(axis, results, name, members)
     axes[0][0].set_ylabel("mean test accuracy")
     figure.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncols=3, fontsize=7)
     figure.tight_layout(rect=(0, 0.16, 1, 1))
     return figure
+
+
+def mark_references(
+    axis: Axes, results: dict[str, Any], family_name: str, members: list[str]
+) -> None:
+    """What an accuracy-against-bits panel of one task family is read against: the fp16
+    experts (a star at their size) and the base model (a dashed line); log bits, titled."""
+    tasks = results["tasks"]
+    axis.plot(
+        [fp16_bits(results)],
+        [fmean(tasks[n]["uncompressed"] for n in members)],
+        "k*",
+        markersize=11,
+        label="fp16 expert",
+    )
+    axis.axhline(
+        fmean(tasks[n]["base"] for n in members), color="grey", linestyle="--", label="base model"
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel("bits / parameter")
+    axis.set_title(f"{family_name} ({len(members)} tasks)", fontsize=9)
 
 
 def _fidelity_vs_accuracy(results: dict[str, Any], learned: list[str]) -> Figure:
