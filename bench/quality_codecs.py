@@ -131,7 +131,7 @@ def pareto_front(figures: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def default_point(figures: dict[str, dict[str, Any]], front: list[str]) -> str:
-    """The hub's default by a rule fixed before the measurement: the smallest point of the front
+    """The hub's default by a rule set down before the results: the smallest point of the front
     (`front`, by bits) whose gain kept is within DEFAULT_TOLERANCE of the best of any point,
     i.e. near-lossless at the least size. The best point is on the front, so one qualifies."""
     best = max(f["gain_kept"] for f in figures.values())
@@ -199,27 +199,41 @@ def _markdown(results: dict[str, Any], summary: dict[str, Any], out: Path) -> st
             f"{f.get('encode_mparams_s', float('nan')):.0f} | {f.get('decode_mparams_s', float('nan')):.0f} | "
             f"{'yes' if key in front else ''} |"
         )
-    lines += ["", *default_choice_lines(summary), ""]
+    lines += ["", *default_choice_lines(summary, results["default_setting"]), ""]
     lines += [f"![accuracy against bits per parameter]({out.name}/{PLOT})", ""]
     return "\n".join(lines)
 
 
-def default_choice_lines(summary: dict[str, Any]) -> list[str]:
-    """Which point the rule chose as the hub's default, and what the others offer beside it
-    (docs/results.md quotes these lines)."""
+def default_choice_lines(summary: dict[str, Any], hub_default: str) -> list[str]:
+    """Which point the rule chose, the codecs of the front, the hub's default setting
+    (`hub_default`, a point key) beside it, and what each other codec offers at or below the
+    chosen size (docs/results.md quotes these lines)."""
     points, chosen = summary["points"], summary["default"]
     best = max(points, key=lambda k: points[k]["gain_kept"])
     pick = points[chosen]
+    front_codecs = sorted({points[k]["line"] for k in summary["pareto"]})
     lines = [
         (
             f"Default by the rule (the smallest point of the Pareto front within "
             f"{DEFAULT_TOLERANCE:.0%} gain kept of the best point): **{chosen}**, "
             f"{pick['bits_per_param']:.3f} bits/param, {pick['gain_kept']:.1%} gain kept; the best "
             f"point is {best} ({points[best]['gain_kept']:.1%} at "
-            f"{points[best]['bits_per_param']:.3f} bits/param)."
+            f"{points[best]['bits_per_param']:.3f} bits/param). Codecs on the front: "
+            f"{', '.join(front_codecs)}."
         ),
         "",
     ]
+    if hub_default in points and hub_default != chosen:
+        ours = points[hub_default]
+        lines += [
+            (
+                f"The hub's default setting, {hub_default}: {ours['bits_per_param']:.3f} "
+                f"bits/param, {ours['gain_kept']:.1%} gain kept; the rule's point keeps "
+                f"{pick['gain_kept'] - ours['gain_kept']:+.1%} of the gain for "
+                f"{pick['bits_per_param'] / ours['bits_per_param']:.2f}x its bits."
+            ),
+            "",
+        ]
     for line in sorted({v["line"] for v in points.values()} - {pick["line"]}):
         ours = {k: v for k, v in points.items() if v["line"] == line}
         within = [k for k, v in ours.items() if v["bits_per_param"] <= pick["bits_per_param"]]

@@ -360,16 +360,17 @@ def _codec_choice(out: Path) -> list[str]:
     stored = out.parent / CODECS_DIR / RESULTS_FILE
     if not stored.is_file():
         return ["## 6. The default codec", "", f"No codec comparison in {CODECS_DIR}/ yet."]
+    codec_results = json.loads(stored.read_text())
     return [
         "## 6. The default codec",
         "",
         (
             f"From the codec comparison ([{CODECS_DIR}.md]({CODECS_DIR}.md): every codec of the "
             "blob on these experts and tasks at about 0.35 to 2 bits/param, stored alphas, no "
-            "tuning), by a rule fixed before it ran:"
+            "tuning), by a rule set down before its results were summarised:"
         ),
         "",
-        *default_choice_lines(codec_summary(json.loads(stored.read_text()))),
+        *default_choice_lines(codec_summary(codec_results), codec_results["default_setting"]),
     ]
 
 

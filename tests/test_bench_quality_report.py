@@ -199,15 +199,24 @@ def codec_results_by_hand() -> dict:
         },
         "settings": {key: {"test_stored": accuracy} for key, (_, _, accuracy) in points.items()},
     }
-    return {"budget": {"combine": False}, "tasks": {"a": task, "b": task}}
+    return {
+        "budget": {"combine": False},
+        "default_setting": "balanced/unbiased tensor@0.1",
+        "tasks": {"a": task, "b": task},
+    }
 
 
 def test_the_quality_report_quotes_the_default_codec_of_the_comparison_beside_it(tmp_path):
     summary = codec_summary(codec_results_by_hand())
     assert summary["default"] == "balanced/unbiased tensor@0.1"  # 98.3% vs the best's 100%
-    lines = default_choice_lines(summary)
+    lines = default_choice_lines(summary, "balanced/unbiased tensor@0.2")
     assert "**balanced/unbiased tensor@0.1**, 0.570 bits/param, 98.3% gain kept" in lines[0]
+    assert lines[0].endswith("Codecs on the front: compeft.")
     assert lines[2] == (
+        "The hub's default setting, balanced/unbiased tensor@0.2: 0.900 bits/param, 100.0% gain "
+        "kept; the rule's point keeps -1.7% of the gain for 0.63x its bits."
+    )
+    assert lines[4] == (
         "- dare: best 83.3% gain kept at any size (all larger) (dare+4b tensor@0.1, "
         "0.970 bits/param)."
     )
