@@ -44,6 +44,8 @@ RTN_GROUP = 64  # divides SmolLM2-135M's widths (576 and 1536); 128 does not div
 RTN_VARIANT = f"rtn-{RTN_BITS}bit-g{RTN_GROUP}"  # as an upload's base_model_variant names it
 VARIANTS = (FULL_PRECISION, RTN_VARIANT)
 FORMS = ("fp16", "compressed")
+# A mean drop above this on the other variant (either form) is worth a warning to the client.
+WARN_MARGIN = 0.02
 QUANTISED_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -182,11 +184,18 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     for trained_on, row in summary["table"].items():
         lines.append(f"| {trained_on} | " + " | ".join(f"{a:.3f}" for a in row.values()) + " |")
     drop = summary["cross_variant_drop"]
+    worst = max(drop.values())
+    verdict = (
+        "more than the margin: the hub should warn when a client applies an expert to another "
+        "variant than the one it was trained on"
+        if worst > WARN_MARGIN
+        else "within the margin: no warning is needed on these tasks"
+    )
     lines += [
         "",
         "Mean drop on the other variant than the one trained on: "
         + ", ".join(f"{form} {value:+.3f}" for form, value in drop.items())
-        + ".",
+        + f"; the larger, {worst:+.3f}, is {verdict} (margin {WARN_MARGIN:.2f}).",
         "",
         "## Per task",
         "",

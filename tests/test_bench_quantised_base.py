@@ -76,3 +76,4 @@ def test_quick_run_trains_on_both_bases_and_scores_every_cell(tmp_path):
     assert all(0 < expert["bits_per_param"] < 16 for expert in task["experts"].values())
     report = out.read_text()
     assert f"| {RTN_VARIANT} |" in report and "Mean drop on the other variant" in report
+    assert "(margin 0.02)" in report
