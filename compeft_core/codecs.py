@@ -16,8 +16,8 @@ say how it was made (docs/blob-format.md, "Codecs"):
 - `deltadq` (DeltaDQ, arXiv 2410.08666): group-wise dropout, DARE's drop and rescale done within
   each group of `group_size` consecutive entries (along a matrix row: the input dimension), so
   every group keeps the same share (density x group_size, to within one entry) and every
-  output's sum of kept terms stays balanced; then the kept values are quantised on a uniform grid (the blob's levels,
-  default 4 bits + sign). The paper's Separate Quantization splits each k-bit value into parts of
+  output's sum of kept terms stays balanced; then the kept values are quantised on a uniform
+  grid (the blob's levels, default 4 bits + sign). The paper's Separate Quantization splits each k-bit value into parts of
   fewer bits for storage and compute; it rearranges the same bits and is not a separate stream
   here. The paper searches the group size per model; the hub's is GROUP_SIZE (docs/blob-format.md
   says how it was measured).
@@ -38,18 +38,14 @@ class Codec:
     """What a codec fixes and what it leaves to the caller (None: the caller's choice)."""
 
     name: str
-    selection: str  # "magnitude" (top-k by |x|), "random" (a seeded uniform subset) or "grouped"
+    selection: str  # "magnitude" (top-k by |x|) or "random" (a seeded uniform subset)
     density: float | None  # fixed density, or None for the caller's (default DEFAULT_DENSITY)
     value_bits: int  # default magnitude bits per kept entry
     factorisation: str  # default LoRA gauge
     scale: str  # default alpha rule; codecs with value bits fit alpha with the levels ("entry")
     rescale: bool  # kept values divided by the density before they are coded (DARE)
-    group_size: int | None = None  # "grouped": the entries each random draw keeps a share of
-
-    @property
-    def seeded(self) -> bool:
-        """Whether the kept entries are drawn at random (from `compress`'s seed)."""
-        return self.selection != "magnitude"
+    # "random" only: the draw keeps the same share of every run of this many entries (DeltaDQ)
+    group_size: int | None = None
 
 
 DEFAULT_DENSITY = 0.1
@@ -59,7 +55,7 @@ CODECS: dict[CodecName, Codec] = {
     "bitdelta": Codec("bitdelta", "magnitude", 1.0, 0, "as-trained", "entry", rescale=False),
     "dare": Codec("dare", "random", None, 4, "as-trained", "entry", rescale=True),
     "deltadq": Codec(
-        "deltadq", "grouped", None, 4, "as-trained", "entry", rescale=True, group_size=GROUP_SIZE
+        "deltadq", "random", None, 4, "as-trained", "entry", rescale=True, group_size=GROUP_SIZE
     ),
 }
 

@@ -162,7 +162,7 @@ def _codec_choices(
         )
     bits = checked_value_bits(chosen, value_bits)
     scale = scale or ("entry" if bits else chosen.scale)
-    if (bits or chosen.seeded) and (scale != "entry" or alpha is not None):
+    if (bits or chosen.selection == "random") and (scale != "entry" or alpha is not None):
         raise CompressionInputError(
             f"codec {codec} with {bits} value bits fits each segment's alpha to the kept "
             "magnitudes: scale must be 'entry' and alpha None"
@@ -235,7 +235,7 @@ def compress(
         # What was done, not what was asked: without LoRA pairs the paper's path applied.
         "factorisation": factorisation if pairs else "as-trained",
     }
-    if bits or chosen.seeded:
+    if bits or chosen.selection == "random":
         return _valued_expert(flat, layout, pairs, ks, chosen, bits, seed, measure_fidelity, common)
     bits_view = flat.view(np.uint32)
     thresholds, ties = select_thresholds(bits_view, starts, ends, ks)
@@ -288,7 +288,7 @@ def _valued_expert(
     """The expert of a codec that selects at random or stores magnitude levels: each segment's
     alpha is fitted with its levels (`compeft_core.levels`), so its scale is "entry"."""
     starts, ends = _segments(layout, common["scope"])
-    if chosen.seeded:
+    if chosen.selection == "random":
         mask, signs, kept = random_ternary(
             flat, layout, (starts, ends), ks, common["density"], chosen, seed
         )

@@ -1,8 +1,8 @@
 """The kept entries of the codecs beyond ComPEFT's top-k signs: random selection and levels.
 
 ComPEFT's own path (`compeft_core.ternary`) selects by magnitude and decodes every kept entry of
-a segment to +-alpha * sigma. Here: DARE's and DeltaDQ's random selection (`random_ternary`), the magnitude
-levels of the kept entries (`level_values`, `compeft_core.levels`), their decoding
+a segment to +-alpha * sigma. Here: DARE's and DeltaDQ's random selection (`random_ternary`),
+the magnitude levels of the kept entries (`level_values`, `compeft_core.levels`), their decoding
 (`kept_positions`, `kept_values`) and their fidelity, which the ternary moments cannot give.
 """
 
@@ -28,9 +28,9 @@ def random_ternary(
     codec: Codec,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mask, signs, kept) of `codec`'s random subset: "random" draws ks[s] positions of each
-    segment (`segments`: starts, ends) uniformly; "grouped" draws round(density x size) of each
-    tensor, spread evenly over its groups of `codec.group_size` consecutive entries.
+    """(mask, signs, kept) of `codec`'s random subset: without a group size, ks[s] positions of
+    each segment (`segments`: starts, ends) uniformly; with one (DeltaDQ), round(density x size)
+    of each tensor, spread evenly over its groups of `codec.group_size` consecutive entries.
 
     The subset is drawn from one generator seeded with `seed`, segment (or tensor) by segment,
     so the same input and seed give the same blob. Chosen entries that are exactly 0 are written
