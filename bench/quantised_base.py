@@ -10,6 +10,7 @@ with the hub's default codec: the 2 x 2 table, twice, plus both bases alone.
 
     python -m bench.quantised_base            # 4 tasks, about 30 min on 2 cores
     python -m bench.quantised_base --quick    # 1 task, tiny splits, 2 steps (the tests)
+    python -m bench.quantised_base --report   # rewrite the report from its stored JSON
 
 The report (docs/results-quantised-base.md, or `--out`) has the tables; the last line printed is
 one JSON object: per trained-on variant, evaluated-on variant and form, the mean accuracy, and
@@ -228,7 +229,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="the markdown report (a .json beside it); default %(default)s",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--report", action="store_true", help="rewrite the report from the JSON beside it"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        results = json.loads(args.out.with_suffix(".json").read_text())
+        write_report(results, args.out)
+        print(json.dumps(results["summary"]))
+        return results
     budget = QUICK if args.quick else FULL
     start = time.perf_counter()
     tokenizer, base = load_smollm2(BENCH_DIR / ".cache")

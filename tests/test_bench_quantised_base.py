@@ -77,3 +77,6 @@ def test_quick_run_trains_on_both_bases_and_scores_every_cell(tmp_path):
     report = out.read_text()
     assert f"| {RTN_VARIANT} |" in report and "Mean drop on the other variant" in report
     assert "(margin 0.02)" in report
+    out.unlink()
+    _, rewritten = run_bench("bench.quantised_base", "--report", "--out", str(out))
+    assert rewritten == summary and out.read_text() == report
